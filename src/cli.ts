@@ -1,0 +1,296 @@
+#!/usr/bin/env node
+/**
+ * tsmtpd: the command-line server, option for option aiosmtpd's
+ * (`-n -c -s -u -d -l -v -h`, positional arguments for the handler's fromCli).
+ */
+import { pathToFileURL } from 'node:url';
+import { resolve as resolvePath } from 'node:path';
+import { Controller } from './controller.js';
+import { UsageError, type Handler, type HandlerClass } from './handler.js';
+import { builtinHandlers } from './handlers/index.js';
+import type { Logger } from './smtp.js';
+import { VERSION } from './version.js';
+
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [classargs ...]`;
+
+const HELP = `${USAGE}
+
+An RFC 5321 SMTP server with extensions, option-compatible with aiosmtpd.
+
+positional arguments:
+  classargs             Additional arguments passed to the handler CLASS (its static fromCli).
+
+options:
+  -h, --help            Show this help message and exit.
+  -v, --version         Show the version and exit.
+  -n, --nosetuid        This program generally tries to setuid nobody, unless this flag is set.
+                        The setuid call will fail if this program is not run as root (in which
+                        case, use this flag).
+  -c CLASSPATH, --class CLASSPATH
+                        Use the given class, as a built-in name (Debugging, Sink, Mailbox) or
+                        MODULE:EXPORT (e.g. ./my-handler.js:MyHandler), as the handler class.
+                        Default: Debugging.
+  -s SIZE, --size SIZE  The maximum message size in bytes, advertised with SIZE and enforced
+                        (552). 0 means no limit. Default: 33554432.
+  -u, --smtputf8        Enable the SMTPUTF8 extension (RFC 6531).
+  -d, --debug           Turn on debugging (-dd for every command and reply line) on stderr.
+  -l [HOST:PORT], --listen [HOST:PORT]
+                        Optional host and port to listen on. If the PORT part is not given, then
+                        port 8025 is used. If only :PORT is given, then localhost is used for the
+                        hostname. If neither are given, localhost:8025 is used; localhost means
+                        both ::1 (where available) and 127.0.0.1.
+`;
+
+const DEFAULT_PORT = 8025;
+
+interface Args {
+  setuid: boolean;
+  classpath: string;
+  size: number;
+  smtputf8: boolean;
+  debug: number;
+  host: string;
+  port: number;
+  classargs: string[];
+}
+
+class CliError extends Error {}
+
+function parseListen(value: string): { host: string; port: number } {
+  let host = value;
+  let port = String(DEFAULT_PORT);
+  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(value);
+  if (bracketed !== null) {
+    host = bracketed[1]!;
+    if (bracketed[2] !== undefined) port = bracketed[2];
+  } else if (value.includes(':')) {
+    // aiosmtpd splits at the last colon, so "::1:8025" is host ::1, port 8025.
+    const at = value.lastIndexOf(':');
+    host = value.slice(0, at);
+    port = value.slice(at + 1);
+  }
+  if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) throw new CliError(`invalid port in --listen: ${value}`);
+  if (/[\s/]/.test(host)) throw new CliError(`invalid host in --listen: ${value}`);
+  return { host: host === '' ? 'localhost' : host, port: Number(port) };
+}
+
+function parseArgs(argv: string[]): Args | 'help' | 'version' {
+  const args: Args = {
+    setuid: true,
+    classpath: 'Debugging',
+    size: 33_554_432,
+    smtputf8: false,
+    debug: 0,
+    host: 'localhost',
+    port: DEFAULT_PORT,
+    classargs: [],
+  };
+  const long: Record<string, string> = {
+    '--help': 'h',
+    '--version': 'v',
+    '--nosetuid': 'n',
+    '--class': 'c',
+    '--size': 's',
+    '--smtputf8': 'u',
+    '--debug': 'd',
+    '--listen': 'l',
+  };
+  let i = 0;
+  const valueFor = (flag: string, inline: string | undefined): string => {
+    if (inline !== undefined) return inline;
+    const next = argv[++i];
+    if (next === undefined) throw new CliError(`argument ${flag}: expected one argument`);
+    return next;
+  };
+  for (; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      args.classargs.push(...argv.slice(i + 1));
+      break;
+    }
+    let flags: string[];
+    let inline: string | undefined;
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      const name = eq < 0 ? arg : arg.slice(0, eq);
+      const letter = long[name];
+      if (letter === undefined) throw new CliError(`unrecognized arguments: ${arg}`);
+      flags = [letter];
+      inline = eq < 0 ? undefined : arg.slice(eq + 1);
+    } else if (arg.startsWith('-') && arg.length > 1) {
+      // Clustered short flags (-nu), or a short option with its value attached (-s100).
+      flags = [];
+      for (let k = 1; k < arg.length; k++) {
+        const letter = arg[k]!;
+        flags.push(letter);
+        if ('csl'.includes(letter) && k + 1 < arg.length) {
+          inline = arg.slice(k + 1);
+          break;
+        }
+      }
+    } else {
+      args.classargs.push(arg);
+      continue;
+    }
+    for (const flag of flags) {
+      switch (flag) {
+        case 'h':
+          return 'help';
+        case 'v':
+          return 'version';
+        case 'n':
+          args.setuid = false;
+          break;
+        case 'u':
+          args.smtputf8 = true;
+          break;
+        case 'd':
+          args.debug++;
+          break;
+        case 'c':
+          args.classpath = valueFor('-c/--class', inline);
+          break;
+        case 's': {
+          const value = valueFor('-s/--size', inline);
+          if (!/^[0-9]+$/.test(value)) throw new CliError(`argument -s/--size: invalid int value: '${value}'`);
+          args.size = Number(value);
+          break;
+        }
+        case 'l': {
+          // --listen takes an optional value, as argparse's nargs='?'.
+          let value = inline;
+          if (value === undefined && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('-')) value = argv[++i];
+          if (value !== undefined) Object.assign(args, parseListen(value));
+          break;
+        }
+        default:
+          throw new CliError(`unrecognized arguments: ${arg}`);
+      }
+    }
+  }
+  return args;
+}
+
+async function loadHandlerClass(classpath: string): Promise<HandlerClass> {
+  // aiosmtpd spells built-ins as aiosmtpd.handlers.Name: accept that too.
+  const bare = classpath.replace(/^(?:aiosmtpd|tsmtpd)\.handlers\./, '');
+  const builtin = builtinHandlers[bare];
+  if (builtin !== undefined) return builtin;
+  const colon = classpath.lastIndexOf(':');
+  if (colon <= 0 || colon === classpath.length - 1) {
+    throw new CliError(`unknown handler class '${classpath}': use a built-in name (${Object.keys(builtinHandlers).join(', ')}) or MODULE:EXPORT`);
+  }
+  const modulePath = classpath.slice(0, colon);
+  const exportName = classpath.slice(colon + 1);
+  const specifier =
+    modulePath.startsWith('.') || modulePath.startsWith('/') ? pathToFileURL(resolvePath(modulePath)).href : modulePath;
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(specifier)) as Record<string, unknown>;
+  } catch (error) {
+    throw new CliError(`cannot load module '${modulePath}': ${(error as Error).message.split('\n')[0]}`);
+  }
+  const cls = mod[exportName];
+  if (typeof cls !== 'function') throw new CliError(`module '${modulePath}' has no class export '${exportName}'`);
+  return cls as HandlerClass;
+}
+
+function makeHandler(cls: HandlerClass, classargs: string[]): Handler {
+  if (typeof cls.fromCli === 'function') return cls.fromCli(...classargs);
+  if (classargs.length > 0) throw new CliError(`Handler class ${cls.name} takes no arguments`);
+  return new cls();
+}
+
+function stderrLogger(level: number): Logger {
+  const write = (text: string) => process.stderr.write(`tsmtpd: ${text}\n`);
+  return {
+    debug: level >= 2 ? write : () => {},
+    info: level >= 1 ? write : () => {},
+    warn: write,
+    error: (message, error) => write(`${message}${error instanceof Error ? `: ${error.stack ?? error.message}` : ''}`),
+  };
+}
+
+function dropPrivileges(): void {
+  // Bound already, as root: now become nobody, so a handler bug cannot act as root.
+  let group = 'nogroup';
+  try {
+    process.setgid!(group);
+  } catch {
+    group = 'nobody';
+    process.setgid!(group);
+  }
+  process.setgroups?.([group]);
+  process.setuid!('nobody');
+}
+
+async function main(argv: string[]): Promise<number> {
+  let args: ReturnType<typeof parseArgs>;
+  let handler: Handler;
+  try {
+    args = parseArgs(argv);
+    if (args === 'help') {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (args === 'version') {
+      process.stdout.write(`tsmtpd ${VERSION}\n`);
+      return 0;
+    }
+    handler = makeHandler(await loadHandlerClass(args.classpath), args.classargs);
+  } catch (error) {
+    if (error instanceof CliError || error instanceof UsageError) {
+      process.stderr.write(`tsmtpd: error: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  const isRoot = process.getuid?.() === 0;
+  if (args.setuid && !isRoot) {
+    process.stderr.write('tsmtpd: Cannot setuid "nobody"; try running with -n option.\n');
+    return 1;
+  }
+
+  const logger = stderrLogger(args.debug);
+  // "localhost" means both loopbacks, so clients that resolve it either way find the server.
+  const hosts = args.host === 'localhost' ? ['127.0.0.1', '::1'] : [args.host];
+  const controllers: Controller[] = [];
+  for (const host of hosts) {
+    const controller = new Controller(handler, {
+      hostname: host,
+      port: args.port,
+      dataSizeLimit: args.size,
+      enableSMTPUTF8: args.smtputf8,
+      logger,
+    });
+    try {
+      await controller.start();
+      controllers.push(controller);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      // Without IPv6 the ::1 half of localhost is simply not there.
+      if (host === '::1' && hosts.length > 1 && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) continue;
+      process.stderr.write(`tsmtpd: error: cannot listen on ${host}:${args.port}: ${(error as Error).message}\n`);
+      await Promise.all(controllers.map((c) => c.stop()));
+      return 1;
+    }
+  }
+  if (args.setuid) dropPrivileges();
+  const where = controllers.map((c) => (c.hostname?.includes(':') ? `[${c.hostname}]:${c.port}` : `${c.hostname}:${c.port}`));
+  process.stderr.write(`tsmtpd ${VERSION} listening on ${where.join(', ')} (handler ${args.classpath})\n`);
+
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await Promise.all(controllers.map((c) => c.stop()));
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`tsmtpd: error: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,205 @@
+/**
+ * Controllers start and stop a server for apps and tests (aiosmtpd's Controller): thin wrappers
+ * that hand each accepted socket to a new SMTP instance.
+ */
+import net from 'node:net';
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import type { Handler } from './handler.js';
+import { SMTP, type SMTPOptions } from './smtp.js';
+
+export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
+  /** The name in the greeting and EHLO reply (SMTP's `hostname`). Default: the machine's name. */
+  serverHostname?: string;
+  /**
+   * Milliseconds start() waits for the server to answer. Default: TSMTPD_CONTROLLER_TIMEOUT
+   * (seconds) when set, else 5000.
+   */
+  readyTimeout?: number;
+  /** Milliseconds stop() lets connections close after their 421 before it cuts them. Default 1000. */
+  stopTimeout?: number;
+}
+
+export interface ControllerOptions extends BaseControllerOptions {
+  /** Address to bind. Default: `::1` where IPv6 works, else `127.0.0.1`. */
+  hostname?: string;
+  /** Port to bind; 0 picks a free one, reported by `port` after start(). Default 8025. */
+  port?: number;
+}
+
+export interface UnixSocketControllerOptions extends BaseControllerOptions {
+  unixSocket: string;
+  /** File mode for the socket, e.g. 0o660. Default: as the umask leaves it. */
+  mode?: number;
+}
+
+function defaultReadyTimeout(): number {
+  const env = Number.parseFloat(process.env.TSMTPD_CONTROLLER_TIMEOUT ?? '');
+  return Number.isFinite(env) && env > 0 ? env * 1000 : 5000;
+}
+
+/** aiosmtpd's get_localhost(): `::1` when this machine can bind it, else `127.0.0.1`. */
+export async function getLocalhost(): Promise<string> {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', () => resolve('127.0.0.1'));
+    probe.listen(0, '::1', () => probe.close(() => resolve('::1')));
+  });
+}
+
+abstract class BaseController implements AsyncDisposable {
+  readonly handler: Handler;
+  server: net.Server | null = null;
+  private readonly connections = new Set<SMTP>();
+  private readonly baseOptions: BaseControllerOptions;
+
+  constructor(handler: Handler, options: BaseControllerOptions) {
+    this.handler = handler;
+    this.baseOptions = options;
+  }
+
+  /** Makes the engine for one connection; subclasses (LMTP, custom commands) override it. */
+  factory(): SMTP {
+    const { serverHostname, readyTimeout: _r, stopTimeout: _s, ...smtp } = this.baseOptions;
+    return new SMTP(this.handler, { ...smtp, hostname: serverHostname });
+  }
+
+  protected abstract listen(server: net.Server): Promise<void>;
+  protected abstract connectOptions(): net.NetConnectOpts;
+  protected async cleanup(): Promise<void> {}
+
+  /** Binds and resolves once the server answers a connection with its 220 greeting. */
+  async start(): Promise<void> {
+    if (this.server !== null) throw new Error('controller already started');
+    const server = net.createServer((socket) => {
+      const smtp = this.factory();
+      this.connections.add(smtp);
+      void smtp.serve(socket).finally(() => this.connections.delete(smtp));
+    });
+    this.server = server;
+    try {
+      await this.listen(server);
+      await this.checkGreeting(this.baseOptions.readyTimeout ?? defaultReadyTimeout());
+    } catch (error) {
+      await this.stop();
+      throw error;
+    }
+  }
+
+  /** Connects as a client and waits for `220`, as aiosmtpd's controller does. */
+  private checkGreeting(timeout: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(this.connectOptions());
+      let got = '';
+      const fail = (error: Error) => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(error);
+      };
+      const timer = setTimeout(() => fail(new Error(`server not ready within ${timeout} ms`)), timeout);
+      socket.setEncoding('latin1');
+      socket.on('data', (text: string) => {
+        got += text;
+        if (!got.includes('\n')) return;
+        clearTimeout(timer);
+        socket.destroy();
+        if (got.startsWith('220')) resolve();
+        else reject(new Error(`unexpected greeting: ${got.trim()}`));
+      });
+      socket.on('error', (error) => fail(error));
+      socket.on('end', () => fail(new Error('server closed the connection before its greeting')));
+    });
+  }
+
+  /** Closes the listener, says 421 on every open connection and closes them; frees the port. */
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (server === null) return;
+    this.server = null;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const smtp of this.connections) smtp.shutdown();
+    const grace = this.baseOptions.stopTimeout ?? 1000;
+    const timer = setTimeout(() => {
+      for (const smtp of this.connections) smtp.destroy();
+    }, grace);
+    if (!server.listening) server.emit('close');
+    await closed;
+    clearTimeout(timer);
+    await this.cleanup();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+export class Controller extends BaseController {
+  hostname: string | undefined;
+  port: number;
+
+  constructor(handler: Handler, options: ControllerOptions = {}) {
+    const { hostname, port, ...rest } = options;
+    super(handler, rest);
+    this.hostname = hostname;
+    this.port = port ?? 8025;
+  }
+
+  protected async listen(server: net.Server): Promise<void> {
+    this.hostname ??= await getLocalhost();
+    const hostname = this.hostname;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, hostname, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address();
+    if (address !== null && typeof address === 'object') this.port = address.port;
+  }
+
+  protected connectOptions(): net.NetConnectOpts {
+    const host = this.hostname === '0.0.0.0' ? '127.0.0.1' : this.hostname === '::' ? '::1' : this.hostname;
+    return { host, port: this.port };
+  }
+}
+
+export class UnixSocketController extends BaseController {
+  readonly unixSocket: string;
+  private readonly mode: number | undefined;
+
+  constructor(handler: Handler, options: UnixSocketControllerOptions) {
+    const { unixSocket, mode, ...rest } = options;
+    super(handler, rest);
+    this.unixSocket = unixSocket;
+    this.mode = mode;
+  }
+
+  protected async listen(server: net.Server): Promise<void> {
+    await removeStaleSocket(this.unixSocket);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.unixSocket, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    if (this.mode !== undefined) await chmod(this.unixSocket, this.mode);
+  }
+
+  protected connectOptions(): net.NetConnectOpts {
+    return { path: this.unixSocket };
+  }
+
+  protected override async cleanup(): Promise<void> {
+    await removeStaleSocket(this.unixSocket);
+  }
+}
+
+/** Removes a socket file left by an earlier run; never removes anything that is not a socket. */
+async function removeStaleSocket(path: string): Promise<void> {
+  try {
+    if ((await lstat(path)).isSocket()) await unlink(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Pure byte framing over Buffers: command lines, and the DATA body (RFC 5321 §4.1.1.4, §4.5.2).
+ * No sockets, no timers: the engine pushes what arrived and takes out what is complete.
+ */
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const CRLF_DOT = Buffer.from('\r\n.');
+const EMPTY = Buffer.alloc(0);
+const CR_BUF = Buffer.from('\r');
+
+/** A command line that exceeded the buffer limit; its bytes were dropped up to its LF. */
+export const LINE_TOO_LONG = Symbol('line too long');
+/** A line that ended with a bare LF (not CRLF): never executed (RFC 5321 §2.3.8). */
+export const BARE_LF = Symbol('bare LF');
+
+export type FramedLine = Buffer | typeof LINE_TOO_LONG | typeof BARE_LF;
+
+/**
+ * Splits input into command lines. Only CRLF ends a line; a bare LF ends the garbage before it
+ * (so a client that forgot the CR gets an error reply instead of silence). A line longer than
+ * `maxLine` bytes is never held in memory: the rest is skipped up to its LF.
+ */
+export class CommandFramer {
+  private buf: Buffer = EMPTY;
+  private skipping = false;
+
+  constructor(readonly maxLine: number) {}
+
+  push(chunk: Buffer): void {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+  }
+
+  /** The next complete line without its CRLF, a marker, or null when more input is needed. */
+  next(): FramedLine | null {
+    const buf = this.buf;
+    const lf = buf.indexOf(LF);
+    if (lf < 0) {
+      if (buf.length > this.maxLine) {
+        this.skipping = true;
+        this.buf = EMPTY;
+      }
+      return null;
+    }
+    this.buf = lf + 1 === buf.length ? EMPTY : buf.subarray(lf + 1);
+    if (this.skipping || lf + 1 > this.maxLine) {
+      this.skipping = false;
+      return LINE_TOO_LONG;
+    }
+    if (lf === 0 || buf[lf - 1] !== CR) return BARE_LF;
+    return buf.subarray(0, lf - 1);
+  }
+
+  /** Takes out everything not yet framed (the start of a body, or bytes to discard). */
+  takeRest(): Buffer {
+    const rest = this.buf;
+    this.buf = EMPTY;
+    this.skipping = false;
+    return rest;
+  }
+
+  get buffered(): number {
+    return this.buf.length;
+  }
+}
+
+/** Where the reader stands relative to a possible terminator `CRLF . CRLF`. */
+const enum At {
+  /** Inside a line. */
+  Text,
+  /** Right after CRLF (or at the very start of the body): a dot here is special. */
+  LineStart,
+  /** A dot at line start was withheld: stuffing or the terminator. */
+  Dot,
+  /** `.` and CR at line start were withheld. */
+  DotCR,
+}
+
+export interface DataReaderOptions {
+  /** Body bytes (after unstuffing) beyond which nothing is kept; 0 means no limit. */
+  sizeLimit: number;
+  /** Receives each body segment as it is found, instead of the reader keeping it. */
+  onSegment?: (segment: Buffer) => void;
+}
+
+/**
+ * Reads a DATA body: only CRLF.CRLF ends it, a leading dot of a line is removed (dot-unstuffing),
+ * and bare CR or LF are ordinary content, so `\n.\n` or `\r.\r` can never end a message
+ * (SMTP smuggling). Past the size limit nothing more is kept, but reading goes on to the end.
+ */
+export class DataReader {
+  private at: At = At.LineStart;
+  /** The last byte given out was a CR, so an LF at the start of the next chunk completes CRLF. */
+  private lastCR = false;
+  private segments: Buffer[] = [];
+  /** Body bytes seen, kept or not. */
+  size = 0;
+  overflowed = false;
+  private readonly sizeLimit: number;
+  private readonly onSegment: ((segment: Buffer) => void) | undefined;
+
+  constructor(options: DataReaderOptions) {
+    this.sizeLimit = options.sizeLimit;
+    this.onSegment = options.onSegment;
+  }
+
+  private emit(seg: Buffer): void {
+    if (seg.length === 0) return;
+    this.size += seg.length;
+    this.lastCR = seg[seg.length - 1] === CR;
+    if (this.overflowed) return;
+    if (this.sizeLimit > 0 && this.size > this.sizeLimit) {
+      this.overflowed = true;
+      this.segments = [];
+      return;
+    }
+    if (this.onSegment !== undefined) this.onSegment(seg);
+    else this.segments.push(seg);
+  }
+
+  /**
+   * Feeds input. Returns null while the body goes on; once the terminator is read, returns the
+   * bytes that followed it (the next commands, possibly empty).
+   */
+  push(chunk: Buffer): Buffer | null {
+    const len = chunk.length;
+    let pos = 0;
+    for (;;) {
+      // Resolve the withheld states byte by byte; they last at most two bytes.
+      if (this.at === At.Dot) {
+        if (pos >= len) return null;
+        if (chunk[pos] === CR) {
+          this.at = At.DotCR;
+          pos++;
+          continue;
+        }
+        this.at = At.Text; // stuffed dot: dropped
+        this.lastCR = false;
+      } else if (this.at === At.DotCR) {
+        if (pos >= len) return null;
+        if (chunk[pos] === LF) return chunk.subarray(pos + 1);
+        this.at = At.Text; // ".\r" then something else: the dot was stuffing, the CR is content
+        this.emit(CR_BUF);
+      } else if (this.at === At.LineStart) {
+        if (pos >= len) return null;
+        if (chunk[pos] === DOT) {
+          this.at = At.Dot;
+          pos++;
+          continue;
+        }
+        this.at = At.Text;
+      } else if (this.lastCR && pos < len && chunk[pos] === LF) {
+        // CRLF split across chunks.
+        this.emit(chunk.subarray(pos, pos + 1));
+        pos++;
+        this.at = At.LineStart;
+        continue;
+      }
+      // Text: the only thing that matters is the next CRLF followed by a dot.
+      const hit = chunk.indexOf(CRLF_DOT, pos);
+      if (hit < 0) {
+        this.emit(chunk.subarray(pos));
+        // A chunk ending in CRLF leaves us at a line start. (A lone LF left here cannot complete
+        // a CRLF: that case was taken by the branch above.)
+        if (len - pos >= 2 && chunk[len - 2] === CR && chunk[len - 1] === LF) this.at = At.LineStart;
+        return null;
+      }
+      this.emit(chunk.subarray(pos, hit + 2));
+      pos = hit + 3;
+      this.at = At.Dot;
+    }
+  }
+
+  /** The body, concatenated once. Empty once the limit was passed. */
+  content(): Buffer {
+    if (this.segments.length === 1) return this.segments[0]!;
+    return Buffer.concat(this.segments);
+  }
+}

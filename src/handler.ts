@@ -1,0 +1,87 @@
+/**
+ * The Handler contract: every hook is optional and may return a value or a promise of one.
+ * A missing hook means aiosmtpd's default, documented on each hook. A hook returns the reply
+ * line to send ("250 OK", or several lines separated by CRLF); the engine adds an enhanced
+ * status code when the reply lacks one.
+ */
+import type { Envelope, MailOptions, RcptOptions, Session } from './session.js';
+
+/** What a hook may know of the per-connection engine (the `SMTP` instance). */
+export interface SMTPServer {
+  /** The name in the greeting and the EHLO reply. */
+  readonly hostname: string;
+  readonly ident: string;
+  /** Bytes; 0 means no limit. */
+  readonly dataSizeLimit: number;
+  readonly enableSMTPUTF8: boolean;
+  readonly session: Session;
+  readonly envelope: Envelope;
+  /** Closes the connection after the pending replies are written. */
+  close(): void;
+}
+
+export type MaybePromise<T> = T | Promise<T>;
+
+export interface Handler {
+  /** Default: sets session.hostName and answers `250 <server hostname>`. */
+  handleHELO?(server: SMTPServer, session: Session, envelope: Envelope, hostname: string): MaybePromise<string>;
+  /**
+   * Receives the EHLO reply lines without codes (the first is the server's hostname, then one
+   * per extension) and returns the lines to send, edited. Default: unchanged.
+   */
+  handleEHLO?(
+    server: SMTPServer,
+    session: Session,
+    envelope: Envelope,
+    hostname: string,
+    responses: string[],
+  ): MaybePromise<string[]>;
+  /** Default: envelope.mailFrom = address, answer 250. A 2xx reply records the sender too. */
+  handleMAIL?(
+    server: SMTPServer,
+    session: Session,
+    envelope: Envelope,
+    address: string,
+    mailOptions: MailOptions,
+  ): MaybePromise<string>;
+  /** Default: append the address to envelope.rcptTos and answer 250. A 2xx reply appends it too. */
+  handleRCPT?(
+    server: SMTPServer,
+    session: Session,
+    envelope: Envelope,
+    address: string,
+    rcptOptions: RcptOptions,
+  ): MaybePromise<string>;
+  /** Called once the whole body arrived within the size limit. Default: `250 OK`. */
+  handleDATA?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string>;
+  handleRSET?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string>;
+  handleNOOP?(server: SMTPServer, session: Session, envelope: Envelope, arg: string): MaybePromise<string>;
+  /** Default: `221 Bye`. The connection closes after the reply whatever it is. */
+  handleQUIT?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string>;
+  /** Default: 252 (RFC 5321 §3.5.3: cannot verify, will accept). */
+  handleVRFY?(server: SMTPServer, session: Session, envelope: Envelope, address: string): MaybePromise<string>;
+  /** Chooses the reply when another hook throws or rejects. Default: 451 without details. */
+  handleException?(error: unknown): MaybePromise<string>;
+
+  /**
+   * The old smtpd-style entry point, used when there is no handleDATA (the migration path from
+   * Python's `smtpd.SMTPServer.process_message`). Returns a reply, or nothing for `250 OK`.
+   */
+  processMessage?(
+    peer: string,
+    mailFrom: string,
+    rcptTos: string[],
+    data: Buffer | string,
+  ): MaybePromise<string | void | undefined | null>;
+}
+
+/** A handler class the CLI can build from its positional arguments (`-c Class arg...`). */
+export interface HandlerClass {
+  new (...args: never[]): Handler;
+  fromCli?(...args: string[]): Handler;
+}
+
+/** Thrown by `fromCli` for a usage error; the CLI prints the message and exits 2. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}

@@ -1,0 +1,141 @@
+/**
+ * Mailbox: delivers each message into a Maildir (https://cr.yp.to/proto/maildir.html), the
+ * format Python's `mailbox.Maildir`, Dovecot, mutt and friends read. Unlike aiosmtpd's Mailbox
+ * (which re-serializes through Python's email package) the body is stored byte for byte, and
+ * a message is only answered 250 once it is durably in new/.
+ */
+import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { UsageError, type Handler, type SMTPServer } from '../handler.js';
+import { formatPeer, type Envelope, type Session } from '../session.js';
+
+/** Per process, shared by every Mailbox, as Python's Maildir._count: keeps names unique. */
+let counter = 0;
+
+export class Mailbox implements Handler {
+  readonly mailDir: string;
+  private ready: Promise<void> | null = null;
+
+  constructor(mailDir: string) {
+    this.mailDir = mailDir;
+  }
+
+  /** `-c Mailbox DIR`, with aiosmtpd's messages. */
+  static fromCli(...args: string[]): Mailbox {
+    if (args.length < 1) throw new UsageError('The directory for the maildir is required');
+    if (args.length > 1) throw new UsageError('Too many arguments for Mailbox handler');
+    return new Mailbox(args[0]!);
+  }
+
+  /** Creates mailDir/{tmp,new,cur} (0700: mail is private). Delivery calls it on first use. */
+  init(): Promise<void> {
+    this.ready ??= (async () => {
+      for (const sub of ['tmp', 'new', 'cur']) {
+        await mkdir(join(this.mailDir, sub), { recursive: true, mode: 0o700 });
+      }
+    })().catch((error: unknown) => {
+      this.ready = null; // let a later delivery try again (e.g. after the disk was remounted)
+      throw error;
+    });
+    return this.ready;
+  }
+
+  async handleDATA(_server: SMTPServer, session: Session, envelope: Envelope): Promise<string> {
+    await this.deliver(session, envelope);
+    return '250 OK';
+  }
+
+  /**
+   * Writes one message to new/ and returns its path. `recipients` fills X-RcptTo (default:
+   * every envelope recipient; LMTP delivers per recipient). Throws on failure, leaving nothing
+   * behind in tmp/ or new/.
+   */
+  async deliver(session: Session, envelope: Envelope, recipients: string[] = envelope.rcptTos): Promise<string> {
+    await this.init();
+    const body = bodyOf(envelope);
+    // Keep the message's own line ending so the header block does not mix CRLF and LF.
+    const eol = body.includes('\r\n') ? '\r\n' : '\n';
+    // Prepended, so these come first and win over any X- header the client forged.
+    const header = Buffer.from(
+      `X-Peer: ${clean(formatPeer(session.peer))}${eol}` +
+        `X-MailFrom: ${clean(envelope.mailFrom ?? '')}${eol}` +
+        `X-RcptTo: ${clean(recipients.join(', '))}${eol}`,
+      'utf8',
+    );
+
+    const name = uniqueName();
+    const tmpPath = join(this.mailDir, 'tmp', name);
+    const newPath = join(this.mailDir, 'new', name);
+    // 'wx': never reuse or clobber a file someone else is writing.
+    const file = await open(tmpPath, 'wx', 0o600);
+    try {
+      try {
+        await file.writeFile(header); // writeFile continues from the current position
+        await file.writeFile(body);
+        await file.sync(); // the data is on disk before its name appears in new/
+      } finally {
+        await file.close();
+      }
+      await moveIntoNew(tmpPath, newPath);
+    } catch (error) {
+      await unlink(tmpPath).catch(() => undefined);
+      throw error;
+    }
+    await syncDir(join(this.mailDir, 'new'));
+    return newPath;
+  }
+}
+
+/** The bytes received; content is only a fallback for envelopes built by hand. */
+function bodyOf(envelope: Envelope): Buffer {
+  if (envelope.originalContent !== null) return envelope.originalContent;
+  const content = envelope.content ?? '';
+  return typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
+}
+
+/** A header value must stay one line: CR or LF in an address would start a new header. */
+function clean(value: string): string {
+  return value.replace(/[\r\n]/g, '');
+}
+
+/** `${secs}.M${usecs}P${pid}Q${counter}.${host}`, as Python's mailbox.Maildir names files. */
+function uniqueName(): string {
+  const nowMs = performance.timeOrigin + performance.now();
+  const secs = Math.floor(nowMs / 1000);
+  const usecs = Math.min(999999, Math.floor((nowMs - secs * 1000) * 1000));
+  const host = hostname().replace(/\//g, '\\057').replace(/:/g, '\\072');
+  counter += 1;
+  return `${secs}.M${usecs}P${process.pid}Q${counter}.${host}`;
+}
+
+/**
+ * link + unlink, as Python's Maildir does: link refuses to overwrite an existing message.
+ * Filesystems without hard links get rename. A leftover tmp/ name after a successful link is
+ * harmless (Maildir readers clean tmp/), so its unlink is best effort.
+ */
+async function moveIntoNew(tmpPath: string, newPath: string): Promise<void> {
+  try {
+    await link(tmpPath, newPath);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS' && code !== 'EOPNOTSUPP') throw error;
+    await rename(tmpPath, newPath);
+    return;
+  }
+  await unlink(tmpPath).catch(() => undefined);
+}
+
+/** Makes the new directory entry survive a crash; some platforms cannot fsync a directory. */
+async function syncDir(dir: string): Promise<void> {
+  try {
+    const handle = await open(dir, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    // best effort
+  }
+}

@@ -1,0 +1,14 @@
+export { SMTP, type SMTPOptions, type Logger } from './smtp.js';
+export {
+  Controller,
+  UnixSocketController,
+  getLocalhost,
+  type ControllerOptions,
+  type UnixSocketControllerOptions,
+  type BaseControllerOptions,
+} from './controller.js';
+export { Session, Envelope, formatPeer, type Peer, type TLSInfo, type MailOptions, type RcptOptions } from './session.js';
+export { UsageError, type Handler, type HandlerClass, type SMTPServer, type MaybePromise } from './handler.js';
+export { Reply } from './replies.js';
+export { Debugging, Sink, Mailbox, builtinHandlers } from './handlers/index.js';
+export { VERSION } from './version.js';

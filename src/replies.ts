@@ -1,0 +1,102 @@
+/**
+ * Every reply the engine sends, with its RFC 3463 enhanced status code, in one table.
+ * Texts follow aiosmtpd's where a client or a test may look for them; codes follow the RFCs
+ * where aiosmtpd's differ (DESIGN.md §3).
+ */
+export const Reply = {
+  // 2xx
+  OK: '250 2.0.0 OK',
+  MAIL_OK: '250 2.1.0 OK',
+  RCPT_OK: '250 2.1.5 OK',
+  DATA_OK: '250 2.0.0 OK',
+  RSET_OK: '250 2.0.0 OK',
+  NOOP_OK: '250 2.0.0 OK',
+  VRFY_DEFAULT: '252 2.1.5 Cannot VRFY user, but will accept message and attempt delivery',
+  BYE: '221 2.0.0 Bye',
+  START_DATA: '354 End data with <CR><LF>.<CR><LF>',
+
+  // 4xx
+  TIMEOUT: '421 4.4.2 Error: timeout exceeded',
+  SHUTDOWN: '421 4.3.2 Service shutting down',
+  TOO_MANY_UNRECOGNIZED: '421 4.7.0 Too many unrecognized commands, goodbye',
+  TOO_MANY_ERRORS: '421 4.7.0 Too many errors, goodbye',
+  HANDLER_ERROR: '451 4.3.0 Requested action aborted: error in processing',
+
+  // 5xx
+  BAD_SYNTAX: '500 5.5.2 Error: bad syntax',
+  LINE_TOO_LONG: '500 5.5.2 Error: command line too long',
+  BARE_LF: '500 5.5.2 Error: command line must end with <CR><LF>',
+  NON_ASCII: '500 5.5.2 Error: non-ASCII command (SMTPUTF8 is not enabled)',
+  BAD_UTF8: '500 5.5.2 Error: invalid UTF-8 in command',
+  HELO_SYNTAX: '501 5.5.4 Syntax: HELO hostname',
+  EHLO_SYNTAX: '501 5.5.4 Syntax: EHLO hostname',
+  MAIL_SYNTAX: '501 5.5.4 Syntax: MAIL FROM:<address>',
+  MAIL_SYNTAX_EXT: '501 5.5.4 Syntax: MAIL FROM:<address> [SP <mail-parameters>]',
+  RCPT_SYNTAX: '501 5.5.4 Syntax: RCPT TO:<address>',
+  RCPT_SYNTAX_EXT: '501 5.5.4 Syntax: RCPT TO:<address> [SP <rcpt-parameters>]',
+  DATA_SYNTAX: '501 5.5.4 Syntax: DATA',
+  RSET_SYNTAX: '501 5.5.4 Syntax: RSET',
+  QUIT_SYNTAX: '501 5.5.4 Syntax: QUIT',
+  VRFY_SYNTAX: '501 5.5.4 Syntax: VRFY <address>',
+  BAD_ADDRESS: '501 5.1.3 Error: malformed address',
+  BAD_SENDER: '501 5.1.7 Error: malformed sender address',
+  BAD_PARAMS: '501 5.5.4 Error: malformed parameters',
+  BAD_SIZE: '501 5.5.4 Error: SIZE requires a decimal number',
+  BAD_BODY: '501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME',
+  EXPN_NOT_IMPLEMENTED: '502 5.5.1 EXPN not implemented',
+  NEED_HELO: '503 5.5.1 Error: send HELO first',
+  NESTED_MAIL: '503 5.5.1 Error: nested MAIL command',
+  NEED_MAIL: '503 5.5.1 Error: need MAIL command',
+  NEED_RCPT: '503 5.5.1 Error: need RCPT command',
+  NEED_UTF8: '553 5.6.7 Error: the address needs SMTPUTF8',
+  PARAM_NOT_RECOGNIZED: '555 5.5.4 Error: MAIL FROM/RCPT TO parameter not recognized or not implemented',
+  SIZE_EXCEEDED: '552 5.3.4 Error: message size exceeds fixed maximum message size',
+  DATA_TOO_BIG: '552 5.3.4 Error: message too big for system',
+} as const;
+
+/** "500 5.5.1 Error: command "X" not recognized", with the verb made safe to echo. */
+export function unrecognized(verb: string): string {
+  return `500 5.5.1 Error: command "${verb.replace(/[^\x21-\x7e]/g, '?').slice(0, 32)}" not recognized`;
+}
+
+export function tooManyCalls(verb: string): string {
+  return `421 4.7.0 ${verb} sent too many times`;
+}
+
+export function unknownHelpTopic(commands: readonly string[]): string {
+  return `501 5.5.4 Supported commands: ${commands.join(' ')}`;
+}
+
+/** RFC 3463 §3.1: the class default for a reply whose text carries no enhanced code. */
+const CLASS_DEFAULT: Record<string, string> = { '2': '2.0.0', '4': '4.0.0', '5': '5.0.0' };
+const REPLY_LINE = /^([2-5][0-9][0-9])(?:([ -])(.*))?$/s;
+const ENHANCED = /^[245]\.[0-9]{1,3}\.[0-9]{1,3}(?: |$)/;
+/** Codes that RFC 2034 leaves without an enhanced status code. */
+const NO_ENHANCED = new Set(['220', '334', '354']);
+
+/**
+ * Turns a reply given by a handler (one line, or lines separated by CRLF or LF) into wire
+ * form: every line carries the same code, continuation marks are set by the engine (a handler
+ * cannot end a multi-line reply early or inject a line), and an enhanced status code is
+ * inserted where it is missing. Returns null for text that is not an SMTP reply.
+ */
+export function normalizeReply(text: string, enhanced: boolean): string | null {
+  const lines = text.split(/\r?\n|\r/);
+  while (lines.length > 1 && lines[lines.length - 1] === '') lines.pop();
+  let code = '';
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const m = REPLY_LINE.exec(lines[i]!);
+    if (m === null) return null;
+    if (i === 0) code = m[1]!;
+    else if (m[1] !== code) return null;
+    let rest = m[3] ?? '';
+    if (/[\x00-\x08\x0a-\x1f\x7f]/.test(rest)) return null;
+    if (enhanced && !NO_ENHANCED.has(code) && !ENHANCED.test(rest)) {
+      const dflt = CLASS_DEFAULT[code[0]!];
+      if (dflt !== undefined) rest = rest === '' ? dflt : `${dflt} ${rest}`;
+    }
+    out.push(`${code}${i === lines.length - 1 ? ' ' : '-'}${rest}`);
+  }
+  return out.join('\r\n');
+}

@@ -1,0 +1,68 @@
+/** The state a handler sees: Session lives for the connection, Envelope for one transaction. */
+
+/** The client's address. For a Unix socket, `address` is the socket path and `port` is 0. */
+export interface Peer {
+  address: string;
+  port: number;
+  family: 'IPv4' | 'IPv6' | 'unix';
+}
+
+/** `127.0.0.1:2525`, `[::1]:2525`, or the socket path: the form used in X-Peer and logs. */
+export function formatPeer(peer: Peer): string {
+  if (peer.family === 'unix') return peer.address || 'unix';
+  return peer.family === 'IPv6' ? `[${peer.address}]:${peer.port}` : `${peer.address}:${peer.port}`;
+}
+
+/** What RFC 3207 negotiated, set after STARTTLS or on an implicit-TLS listener. */
+export interface TLSInfo {
+  protocol: string | null;
+  cipher: { name: string; standardName?: string; version: string } | null;
+  peerCertificate: object | null;
+}
+
+/** ESMTP parameters of MAIL FROM, typed (RFC 1870, RFC 6152, RFC 6531). */
+export interface MailOptions {
+  size?: number;
+  body?: '7BIT' | '8BITMIME';
+  smtputf8?: boolean;
+  /** Parameters the engine does not know, when the handler asked to see them. */
+  [keyword: string]: string | number | boolean | undefined;
+}
+
+export type RcptOptions = Record<string, string | true>;
+
+export class Session {
+  /** The client, or after a PROXY header the client the proxy speaks for. */
+  peer: Peer;
+  /** The HELO/EHLO argument; null until the client greeted. */
+  hostName: string | null = null;
+  /** True after EHLO (RFC 5321 §4.1.1.1), false after HELO. */
+  extendedSmtp = false;
+  tls: TLSInfo | null = null;
+  authenticated = false;
+  authData: unknown = null;
+  proxyData: unknown = null;
+  /** Free for the handler's own per-connection state. */
+  data: Record<string, unknown> = {};
+
+  constructor(peer: Peer) {
+    this.peer = peer;
+  }
+}
+
+export class Envelope {
+  /** The reverse-path: '' for the null sender `<>`, null until MAIL. */
+  mailFrom: string | null = null;
+  /** The raw parameter strings of MAIL FROM, upper-cased keywords, as aiosmtpd keeps them. */
+  mailParams: string[] = [];
+  /** The same parameters, parsed. */
+  mailOptions: MailOptions = {};
+  smtputf8 = false;
+  rcptTos: string[] = [];
+  /** One entry per rcptTos entry. */
+  rcptOptions: RcptOptions[] = [];
+  /** The message after dot-unstuffing: a Buffer, or a string when `decodeData` is on. */
+  content: Buffer | string | null = null;
+  /** The message as received (after dot-unstuffing), always a Buffer. */
+  originalContent: Buffer | null = null;
+}

@@ -1,0 +1,622 @@
+/**
+ * SMTP: the per-connection protocol engine (RFC 5321, with RFC 1870 SIZE, RFC 6152 8BITMIME,
+ * RFC 2920 PIPELINING, RFC 2034/3463 ENHANCEDSTATUSCODES, RFC 6531 SMTPUTF8).
+ *
+ * Input is framed by the pure readers in framing.ts; commands run one at a time, in order, and
+ * input that arrives while a hook is pending waits (the socket is paused). Replies are collected
+ * and written in one go when the input runs dry or a hook must be awaited (RFC 2920 §3.1).
+ */
+import { hostname as osHostname } from 'node:os';
+import type { Socket } from 'node:net';
+import { isAscii, isUtf8 } from 'node:buffer';
+import { BARE_LF, CommandFramer, DataReader, LINE_TOO_LONG, type FramedLine } from './framing.js';
+import type { Handler, MaybePromise, SMTPServer } from './handler.js';
+import { afterKeyword, heloName, parseCommand, parseParams, parsePath, parseSize } from './parse.js';
+import { Reply, normalizeReply, tooManyCalls, unknownHelpTopic, unrecognized } from './replies.js';
+import { Envelope, Session, formatPeer, type MailOptions, type Peer, type RcptOptions } from './session.js';
+import { VERSION } from './version.js';
+
+export interface Logger {
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string, error?: unknown): void;
+}
+
+export interface SMTPOptions {
+  /** The name in the greeting and EHLO reply. Default: the machine's host name. */
+  hostname?: string;
+  /** The text after the hostname in the greeting. Default: `tsmtpd <version>`. */
+  ident?: string;
+  /** Idle time (ms) after which the server says 421 and closes. Default 300000 (5 minutes). */
+  timeout?: number;
+  /** Largest message in bytes, advertised with SIZE and enforced (552). 0: no limit. Default 33554432. */
+  dataSizeLimit?: number;
+  /** Advertise and accept SMTPUTF8 (RFC 6531). Default false. */
+  enableSMTPUTF8?: boolean;
+  /** Give handlers `envelope.content` as a UTF-8 string instead of a Buffer. Default false. */
+  decodeData?: boolean;
+  /** Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4). Default 512. */
+  commandSizeLimit?: number;
+  /**
+   * aiosmtpd's per-command call limit: true for 20 calls of each command per connection, a
+   * number for another limit, or a map from verb to limit with '*' for the rest. Default off.
+   */
+  commandCallLimit?: boolean | number | Record<string, number>;
+  /** Unrecognized commands per connection; the last one gets 421 and a close. Default 5. */
+  maxUnrecognizedCommands?: number;
+  /** Error replies (4xx/5xx) per connection before 421 and a close, as Postfix's hard limit. Default 20. */
+  maxErrors?: number;
+  /** Recipients per message; past it RCPT gets 452 (RFC 5321 §4.5.3.1.8). Default 1000. */
+  maxRecipients?: number;
+  /** Pass unknown MAIL/RCPT parameters to the handler instead of answering 555. Default false. */
+  acceptUnknownParameters?: boolean;
+  logger?: Logger;
+}
+
+const DEFAULTS = {
+  timeout: 300_000,
+  dataSizeLimit: 33_554_432,
+  commandSizeLimit: 512,
+  maxUnrecognizedCommands: 5,
+  maxErrors: 20,
+  maxRecipients: 1000,
+  callLimit: 20,
+};
+
+/** aiosmtpd's allowances over the base line limit for MAIL parameters (SIZE=, SMTPUTF8). */
+const SIZE_ALLOWANCE = 26;
+const SMTPUTF8_ALLOWANCE = 10;
+
+const SYNTAX: Record<string, string> = {
+  DATA: 'DATA',
+  EHLO: 'EHLO hostname',
+  EXPN: 'EXPN <mailing-list>',
+  HELO: 'HELO hostname',
+  HELP: 'HELP [command]',
+  MAIL: 'MAIL FROM:<address> [SP <mail-parameters>]',
+  NOOP: 'NOOP [string]',
+  QUIT: 'QUIT',
+  RCPT: 'RCPT TO:<address> [SP <rcpt-parameters>]',
+  RSET: 'RSET',
+  VRFY: 'VRFY <address>',
+};
+const COMMANDS = Object.keys(SYNTAX);
+
+const silentLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error(message, error) {
+    console.error(`tsmtpd: ${message}`, error ?? '');
+  },
+};
+
+function isThenable<T>(value: MaybePromise<T>): value is Promise<T> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
+
+function peerOf(socket: Socket): Peer {
+  const address = socket.remoteAddress;
+  if (address === undefined) return { address: '', port: 0, family: 'unix' };
+  return { address, port: socket.remotePort ?? 0, family: socket.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4' };
+}
+
+export class SMTP implements SMTPServer {
+  readonly hostname: string;
+  readonly ident: string;
+  readonly dataSizeLimit: number;
+  readonly enableSMTPUTF8: boolean;
+  readonly decodeData: boolean;
+  readonly timeout: number;
+  session: Session = new Session({ address: '', port: 0, family: 'unix' });
+  envelope: Envelope = new Envelope();
+
+  protected readonly handler: Handler;
+  protected readonly options: SMTPOptions;
+  protected readonly logger: Logger;
+  protected socket: Socket | null = null;
+  private readonly framer: CommandFramer;
+  private reader: DataReader | null = null;
+  /** A body that ended and waits for its handleDATA turn. */
+  private finishedBody: DataReader | null = null;
+  private out: string[] = [];
+  private busy = false;
+  private closing = false;
+  private waitingForDrain = false;
+  private unrecognizedCount = 0;
+  private errorCount = 0;
+  private readonly callBudget: Map<string, number> | null;
+  private readonly callLimitDefault: number;
+
+  constructor(handler: Handler, options: SMTPOptions = {}) {
+    this.handler = handler;
+    this.options = options;
+    this.hostname = options.hostname ?? osHostname();
+    this.ident = options.ident ?? `tsmtpd ${VERSION}`;
+    this.dataSizeLimit = options.dataSizeLimit ?? DEFAULTS.dataSizeLimit;
+    this.enableSMTPUTF8 = options.enableSMTPUTF8 ?? false;
+    this.decodeData = options.decodeData ?? false;
+    this.timeout = options.timeout ?? DEFAULTS.timeout;
+    this.logger = options.logger ?? silentLogger;
+    this.framer = new CommandFramer(this.lineLimit('MAIL'));
+    const limit = options.commandCallLimit;
+    if (limit === undefined || limit === false) {
+      this.callBudget = null;
+      this.callLimitDefault = 0;
+    } else if (typeof limit === 'object') {
+      this.callBudget = new Map(Object.entries(limit).map(([k, v]) => [k.toUpperCase(), v]));
+      this.callLimitDefault = limit['*'] ?? DEFAULTS.callLimit;
+    } else {
+      this.callBudget = new Map();
+      this.callLimitDefault = limit === true ? DEFAULTS.callLimit : limit;
+    }
+  }
+
+  /** Longest line allowed for a verb, CRLF included. */
+  protected lineLimit(verb: string): number {
+    const base = this.options.commandSizeLimit ?? DEFAULTS.commandSizeLimit;
+    if (verb !== 'MAIL') return base;
+    return base + SIZE_ALLOWANCE + (this.enableSMTPUTF8 ? SMTPUTF8_ALLOWANCE : 0);
+  }
+
+  /** Runs the protocol on an accepted socket; resolves when the connection is gone. */
+  serve(socket: Socket): Promise<void> {
+    this.socket = socket;
+    this.session = new Session(peerOf(socket));
+    this.logger.info(`${formatPeer(this.session.peer)} connected`);
+    socket.setNoDelay(true);
+    socket.setTimeout(this.timeout);
+    const done = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('timeout', () => this.onTimeout());
+    socket.on('drain', () => this.onDrain());
+    socket.on('error', (error) => this.logger.debug(`${formatPeer(this.session.peer)} socket error: ${error.message}`));
+    socket.on('close', () => {
+      this.closing = true;
+      this.reader = null;
+      this.logger.info(`${formatPeer(this.session.peer)} disconnected`);
+    });
+    this.push(`220 ${this.hostname} ${this.ident}`);
+    this.flush();
+    return done;
+  }
+
+  /** Writes what is pending and closes the connection. */
+  close(): void {
+    if (this.socket === null || this.closing) return;
+    this.closing = true;
+    this.flush();
+    this.socket.end();
+    // A client that never closes its side must not keep the socket: destroy soon after.
+    this.socket.setTimeout(5000);
+  }
+
+  /** Says 421 and closes: used by controllers on stop. */
+  shutdown(reply: string = Reply.SHUTDOWN): void {
+    if (this.closing) return;
+    this.push(reply);
+    this.close();
+  }
+
+  /** Drops the connection at once, without a reply. */
+  destroy(): void {
+    this.socket?.destroy();
+  }
+
+  // ---- input ---------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.closing) return;
+    if (this.reader !== null) this.feedBody(chunk);
+    else this.framer.push(chunk);
+    if (this.busy) this.socket?.pause();
+    else void this.pump();
+  }
+
+  private feedBody(chunk: Buffer): void {
+    const reader = this.reader!;
+    const rest = reader.push(chunk);
+    if (rest === null) return;
+    this.reader = null;
+    this.finishedBody = reader;
+    if (rest.length > 0) this.framer.push(rest);
+  }
+
+  /** Runs every complete command (and finished body) in order; one pump at a time. */
+  private async pump(): Promise<void> {
+    this.busy = true;
+    try {
+      while (!this.closing) {
+        if (this.finishedBody !== null) {
+          const body = this.finishedBody;
+          this.finishedBody = null;
+          await this.endOfData(body);
+          continue;
+        }
+        if (this.reader !== null) break;
+        const line = this.framer.next();
+        if (line === null) break;
+        await this.command(line);
+      }
+    } catch (error) {
+      // Only a bug in the engine lands here; the connection goes, the server lives on.
+      this.logger.error('internal error', error);
+      this.socket?.destroy();
+    } finally {
+      this.busy = false;
+      this.flush();
+      if (!this.waitingForDrain && !this.closing) this.socket?.resume();
+    }
+  }
+
+  private onTimeout(): void {
+    if (this.closing) {
+      this.socket?.destroy();
+    } else if (this.busy) {
+      this.socket?.setTimeout(this.timeout); // a slow hook is not an idle client
+    } else {
+      this.logger.info(`${formatPeer(this.session.peer)} timed out`);
+      this.shutdown(Reply.TIMEOUT);
+    }
+  }
+
+  // ---- output --------------------------------------------------------------------------
+
+  /** Queues a reply line (or lines) for the next flush. */
+  protected push(reply: string): void {
+    this.out.push(reply);
+  }
+
+  private flush(): void {
+    if (this.out.length === 0 || this.socket === null || this.socket.destroyed) {
+      this.out.length = 0;
+      return;
+    }
+    const text = this.out.length === 1 ? this.out[0] + '\r\n' : this.out.join('\r\n') + '\r\n';
+    this.out.length = 0;
+    if (!this.socket.write(text) && !this.closing) {
+      // A client that does not read its replies must not grow our memory: stop reading.
+      this.waitingForDrain = true;
+      this.socket.pause();
+    }
+  }
+
+  private onDrain(): void {
+    this.waitingForDrain = false;
+    if (!this.busy && !this.closing) this.socket?.resume();
+  }
+
+  /** Sends a reply to a command, counting errors toward the per-connection limit. */
+  private respond(reply: string): void {
+    this.push(reply);
+    const c = reply.charCodeAt(0);
+    if (c === 0x34 /* 4 */ || c === 0x35 /* 5 */) {
+      const max = this.options.maxErrors ?? DEFAULTS.maxErrors;
+      if (++this.errorCount >= max && max > 0) this.shutdown(Reply.TOO_MANY_ERRORS);
+    }
+  }
+
+  // ---- hooks ---------------------------------------------------------------------------
+
+  /**
+   * Calls a hook and turns its result into a wire reply. A hook that throws, rejects or returns
+   * something that is not a reply gets handleException's reply or a 451 that tells nothing of
+   * our insides.
+   */
+  private async replyFrom(call: () => MaybePromise<string>, enhanced = true): Promise<string> {
+    try {
+      let result = call();
+      if (isThenable(result)) {
+        this.flush();
+        result = await result;
+      }
+      const reply = typeof result === 'string' ? normalizeReply(result, enhanced) : null;
+      if (reply === null) throw new TypeError(`handler returned an invalid reply: ${JSON.stringify(result)}`);
+      return reply;
+    } catch (error) {
+      return this.exceptionReply(error);
+    }
+  }
+
+  private async exceptionReply(error: unknown): Promise<string> {
+    this.logger.error(`${formatPeer(this.session.peer)} handler error`, error);
+    const hook = this.handler.handleException;
+    if (hook !== undefined) {
+      try {
+        const text = await hook.call(this.handler, error);
+        const reply = typeof text === 'string' ? normalizeReply(text, true) : null;
+        if (reply !== null) return reply;
+      } catch (inner) {
+        this.logger.error('handleException failed', inner);
+      }
+    }
+    return Reply.HANDLER_ERROR;
+  }
+
+  // ---- commands ------------------------------------------------------------------------
+
+  private async command(framed: FramedLine): Promise<void> {
+    if (framed === LINE_TOO_LONG) return this.respond(Reply.LINE_TOO_LONG);
+    if (framed === BARE_LF) return this.respond(Reply.BARE_LF);
+    let line: string;
+    if (isAscii(framed)) {
+      line = framed.toString('latin1');
+    } else if (!this.enableSMTPUTF8) {
+      return this.respond(Reply.NON_ASCII);
+    } else if (!isUtf8(framed)) {
+      return this.respond(Reply.BAD_UTF8);
+    } else {
+      line = framed.toString('utf8');
+    }
+    this.logger.debug(`${formatPeer(this.session.peer)} >> ${line.replace(/[\x00-\x1f]/g, '?')}`);
+    // NUL, bare CR and other controls have no place in a command (RFC 5321 §4.1.2).
+    if (/[\x00-\x08\x0a-\x1f\x7f]/.test(line)) return this.respond(Reply.BAD_SYNTAX);
+    const parsed = parseCommand(line);
+    if (parsed === null) return this.respond(Reply.BAD_SYNTAX);
+    const { verb, arg } = parsed;
+    if (framed.length + 2 > this.lineLimit(verb)) return this.respond(Reply.LINE_TOO_LONG);
+    if (this.callBudget !== null) {
+      const budget = this.callBudget.get(verb) ?? this.callLimitDefault;
+      if (budget < 1) return this.shutdown(tooManyCalls(verb));
+      this.callBudget.set(verb, budget - 1);
+    }
+    switch (verb) {
+      case 'HELO':
+        return this.helo(arg);
+      case 'EHLO':
+        return this.ehlo(arg);
+      case 'MAIL':
+        return this.mail(arg);
+      case 'RCPT':
+        return this.rcpt(arg);
+      case 'DATA':
+        return this.data(arg);
+      case 'RSET':
+        return this.rset(arg);
+      case 'NOOP':
+        return this.respond(await this.replyFrom(() => this.hookNOOP(arg)));
+      case 'QUIT':
+        return this.quit(arg);
+      case 'VRFY':
+        return this.vrfy(arg);
+      case 'EXPN':
+        return this.respond(Reply.EXPN_NOT_IMPLEMENTED);
+      case 'HELP':
+        return this.help(arg);
+      default:
+        return this.unknown(verb);
+    }
+  }
+
+  private unknown(verb: string): void {
+    const max = this.options.maxUnrecognizedCommands ?? DEFAULTS.maxUnrecognizedCommands;
+    if (++this.unrecognizedCount >= max && max > 0) return this.shutdown(Reply.TOO_MANY_UNRECOGNIZED);
+    this.respond(unrecognized(verb));
+  }
+
+  private hookNOOP(arg: string): MaybePromise<string> {
+    const h = this.handler;
+    return h.handleNOOP ? h.handleNOOP(this, this.session, this.envelope, arg) : Reply.NOOP_OK;
+  }
+
+  private resetTransaction(): void {
+    this.envelope = new Envelope();
+  }
+
+  private async helo(arg: string): Promise<void> {
+    const name = heloName(arg);
+    if (name === null) return this.respond(Reply.HELO_SYNTAX);
+    this.resetTransaction();
+    const h = this.handler;
+    const reply = await this.replyFrom(
+      () => (h.handleHELO ? h.handleHELO(this, this.session, this.envelope, name) : `250 ${this.hostname}`),
+      false,
+    );
+    if (reply.startsWith('2')) {
+      this.session.hostName ??= name;
+      this.session.extendedSmtp = false;
+    }
+    this.respond(reply);
+  }
+
+  /** The EHLO keywords, in a stable order. */
+  protected extensions(): string[] {
+    const ext = [this.dataSizeLimit > 0 ? `SIZE ${this.dataSizeLimit}` : 'SIZE', '8BITMIME', 'PIPELINING'];
+    if (this.enableSMTPUTF8) ext.push('SMTPUTF8');
+    ext.push('ENHANCEDSTATUSCODES', 'HELP');
+    return ext;
+  }
+
+  private async ehlo(arg: string): Promise<void> {
+    const name = heloName(arg);
+    if (name === null) return this.respond(Reply.EHLO_SYNTAX);
+    this.resetTransaction();
+    let lines = [this.hostname, ...this.extensions()];
+    const h = this.handler;
+    if (h.handleEHLO) {
+      try {
+        let result = h.handleEHLO(this, this.session, this.envelope, name, lines);
+        if (isThenable(result)) {
+          this.flush();
+          result = await result;
+        }
+        if (!Array.isArray(result) || result.length === 0 || !result.every((l) => typeof l === 'string')) {
+          throw new TypeError('handleEHLO must return the list of EHLO lines');
+        }
+        // aiosmtpd's handlers return lines with their "250-" prefixes: accept those too.
+        lines = result.map((l) => l.replace(/^250[ -]/, ''));
+        if (lines.some((l) => /[\r\n]/.test(l))) throw new TypeError('EHLO lines must not contain CR or LF');
+      } catch (error) {
+        return this.respond(await this.exceptionReply(error));
+      }
+    }
+    this.session.hostName = name;
+    this.session.extendedSmtp = true;
+    this.respond(lines.map((l, i) => `250${i === lines.length - 1 ? ' ' : '-'}${l}`).join('\r\n'));
+  }
+
+  private needHelo(): boolean {
+    if (this.session.hostName !== null) return false;
+    this.respond(Reply.NEED_HELO);
+    return true;
+  }
+
+  private async mail(arg: string): Promise<void> {
+    if (this.needHelo()) return;
+    if (this.envelope.mailFrom !== null) return this.respond(Reply.NESTED_MAIL);
+    const esmtp = this.session.extendedSmtp;
+    const syntax = esmtp ? Reply.MAIL_SYNTAX_EXT : Reply.MAIL_SYNTAX;
+    const rest = afterKeyword(arg, 'FROM');
+    if (rest === null) return this.respond(syntax);
+    const path = parsePath(rest, { allowNull: true, allowPostmaster: false, utf8: this.enableSMTPUTF8 });
+    if (path === 'utf8') return this.respond(Reply.NEED_UTF8);
+    if (path === 'syntax') return this.respond(Reply.BAD_SENDER);
+    if (path.params !== '' && !esmtp) return this.respond(syntax);
+    const params = parseParams(path.params, this.enableSMTPUTF8);
+    if (params === null) return this.respond(Reply.BAD_PARAMS);
+    const options: MailOptions = {};
+    for (const { keyword, value } of params) {
+      if (keyword === 'SIZE') {
+        const size = parseSize(value);
+        if (size === null) return this.respond(Reply.BAD_SIZE);
+        if (this.dataSizeLimit > 0 && size > this.dataSizeLimit) return this.respond(Reply.SIZE_EXCEEDED);
+        options.size = size;
+      } else if (keyword === 'BODY') {
+        const body = value?.toUpperCase();
+        if (body !== '7BIT' && body !== '8BITMIME') return this.respond(Reply.BAD_BODY);
+        options.body = body;
+      } else if (keyword === 'SMTPUTF8' && this.enableSMTPUTF8) {
+        if (value !== null) return this.respond(Reply.BAD_PARAMS);
+        options.smtputf8 = true;
+      } else if (this.options.acceptUnknownParameters) {
+        options[keyword] = value ?? true;
+      } else {
+        return this.respond(Reply.PARAM_NOT_RECOGNIZED);
+      }
+    }
+    const address = path.address;
+    if (!options.smtputf8 && !isAsciiString(address)) return this.respond(Reply.NEED_UTF8);
+    const env = this.envelope;
+    const h = this.handler;
+    const reply = await this.replyFrom(() =>
+      h.handleMAIL ? h.handleMAIL(this, this.session, env, address, options) : Reply.MAIL_OK,
+    );
+    if (env !== this.envelope) return this.respond(reply); // the transaction was reset meanwhile
+    if (reply.startsWith('2')) {
+      env.mailFrom ??= address;
+      env.mailOptions = options;
+      env.mailParams = params.map(({ keyword, value }) => (value === null ? keyword : `${keyword}=${value}`));
+      env.smtputf8 = options.smtputf8 === true;
+    } else {
+      env.mailFrom = null;
+    }
+    this.respond(reply);
+  }
+
+  private async rcpt(arg: string): Promise<void> {
+    if (this.needHelo()) return;
+    const env = this.envelope;
+    if (env.mailFrom === null) return this.respond(Reply.NEED_MAIL);
+    const esmtp = this.session.extendedSmtp;
+    const syntax = esmtp ? Reply.RCPT_SYNTAX_EXT : Reply.RCPT_SYNTAX;
+    const rest = afterKeyword(arg, 'TO');
+    if (rest === null) return this.respond(syntax);
+    const path = parsePath(rest, { allowNull: false, allowPostmaster: true, utf8: this.enableSMTPUTF8 });
+    if (path === 'utf8') return this.respond(Reply.NEED_UTF8);
+    if (path === 'syntax') return this.respond(Reply.BAD_ADDRESS);
+    if (path.params !== '' && !esmtp) return this.respond(syntax);
+    const params = parseParams(path.params, this.enableSMTPUTF8);
+    if (params === null) return this.respond(Reply.BAD_PARAMS);
+    const options: RcptOptions = {};
+    for (const { keyword, value } of params) {
+      if (!this.options.acceptUnknownParameters) return this.respond(Reply.PARAM_NOT_RECOGNIZED);
+      options[keyword] = value ?? true;
+    }
+    const address = path.address;
+    if (!env.smtputf8 && !isAsciiString(address)) return this.respond(Reply.NEED_UTF8);
+    if (env.rcptTos.length >= (this.options.maxRecipients ?? DEFAULTS.maxRecipients)) {
+      return this.respond('452 4.5.3 Error: too many recipients');
+    }
+    const before = env.rcptTos.length;
+    const h = this.handler;
+    const reply = await this.replyFrom(() =>
+      h.handleRCPT ? h.handleRCPT(this, this.session, env, address, options) : Reply.RCPT_OK,
+    );
+    if (reply.startsWith('2') && env.rcptTos.length === before) {
+      env.rcptTos.push(address);
+      env.rcptOptions.push(options);
+    }
+    while (env.rcptOptions.length < env.rcptTos.length) env.rcptOptions.push({});
+    this.respond(reply);
+  }
+
+  private data(arg: string): void {
+    if (this.needHelo()) return;
+    const env = this.envelope;
+    if (env.mailFrom === null) return this.respond(Reply.NEED_MAIL);
+    if (env.rcptTos.length === 0) return this.respond(Reply.NEED_RCPT);
+    if (arg !== '') return this.respond(Reply.DATA_SYNTAX);
+    this.push(Reply.START_DATA);
+    this.reader = new DataReader({ sizeLimit: this.dataSizeLimit });
+    const rest = this.framer.takeRest();
+    if (rest.length > 0) this.feedBody(rest);
+  }
+
+  private async endOfData(body: DataReader): Promise<void> {
+    const env = this.envelope;
+    this.resetTransaction();
+    if (body.overflowed) return this.respond(Reply.DATA_TOO_BIG);
+    const content = body.content();
+    env.originalContent = content;
+    env.content = this.decodeData ? content.toString('utf8') : content;
+    const h = this.handler;
+    const reply = await this.replyFrom(() => {
+      if (h.handleDATA) return h.handleDATA(this, this.session, env);
+      if (h.processMessage) {
+        const r = h.processMessage(formatPeer(this.session.peer), env.mailFrom ?? '', env.rcptTos, env.content!);
+        return isThenable(r) ? r.then((v) => v ?? Reply.DATA_OK) : (r ?? Reply.DATA_OK);
+      }
+      return Reply.DATA_OK;
+    });
+    this.respond(reply);
+  }
+
+  private async rset(arg: string): Promise<void> {
+    if (arg !== '') return this.respond(Reply.RSET_SYNTAX);
+    this.resetTransaction();
+    const h = this.handler;
+    this.respond(
+      await this.replyFrom(() => (h.handleRSET ? h.handleRSET(this, this.session, this.envelope) : Reply.RSET_OK)),
+    );
+  }
+
+  private async quit(arg: string): Promise<void> {
+    if (arg !== '') return this.respond(Reply.QUIT_SYNTAX);
+    const h = this.handler;
+    this.push(await this.replyFrom(() => (h.handleQUIT ? h.handleQUIT(this, this.session, this.envelope) : Reply.BYE)));
+    this.close();
+  }
+
+  private async vrfy(arg: string): Promise<void> {
+    if (arg === '') return this.respond(Reply.VRFY_SYNTAX);
+    const address = arg.replace(/^<(.*)>$/, '$1');
+    const h = this.handler;
+    this.respond(
+      await this.replyFrom(() =>
+        h.handleVRFY ? h.handleVRFY(this, this.session, this.envelope, address) : Reply.VRFY_DEFAULT,
+      ),
+    );
+  }
+
+  private help(arg: string): void {
+    if (arg === '') return this.respond(`214 2.0.0 Supported commands: ${COMMANDS.join(' ')}`);
+    const syntax = SYNTAX[arg.toUpperCase()];
+    if (syntax === undefined) return this.respond(unknownHelpTopic(COMMANDS));
+    this.respond(`214 2.0.0 Syntax: ${syntax}`);
+  }
+}
+
+function isAsciiString(s: string): boolean {
+  return !/[^\x00-\x7f]/.test(s);
+}
