@@ -5,13 +5,13 @@
  */
 import { pathToFileURL } from 'node:url';
 import { resolve as resolvePath } from 'node:path';
-import { Controller } from './controller.js';
+import { Controller, UnixSocketController } from './controller.js';
 import { UsageError, type Handler, type HandlerClass } from './handler.js';
 import { builtinHandlers } from './handlers/index.js';
 import type { Logger } from './smtp.js';
 import { VERSION } from './version.js';
 
-const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [classargs ...]`;
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--lmtp] [--unix PATH] [--unix-mode MODE] [classargs ...]`;
 
 const HELP = `${USAGE}
 
@@ -34,6 +34,9 @@ options:
                         (552). 0 means no limit. Default: 33554432.
   -u, --smtputf8        Enable the SMTPUTF8 extension (RFC 6531).
   -d, --debug           Turn on debugging (-dd for every command and reply line) on stderr.
+  --lmtp                Speak LMTP (RFC 2033) instead of SMTP.
+  --unix PATH           Listen on a Unix socket at PATH (instead of TCP, unless -l is given too).
+  --unix-mode MODE      File mode of the Unix socket, in octal (e.g. 660).
   -l [HOST:PORT], --listen [HOST:PORT]
                         Optional host and port to listen on. If the PORT part is not given, then
                         port 8025 is used. If only :PORT is given, then localhost is used for the
@@ -51,6 +54,11 @@ interface Args {
   debug: number;
   host: string;
   port: number;
+  /** -l was given: listen on TCP even with --unix. */
+  listen: boolean;
+  lmtp: boolean;
+  unix: string | null;
+  unixMode: number | undefined;
   classargs: string[];
 }
 
@@ -74,6 +82,51 @@ function parseListen(value: string): { host: string; port: number } {
   return { host: host === '' ? 'localhost' : host, port: Number(port) };
 }
 
+/** One option: its spellings, whether it takes a value, and what it does to Args. */
+interface OptionSpec {
+  short?: string;
+  long: string;
+  value: 'none' | 'required' | 'optional';
+  apply(args: Args, value: string | undefined): void | 'help' | 'version';
+}
+
+const OPTIONS: OptionSpec[] = [
+  { short: 'h', long: 'help', value: 'none', apply: () => 'help' },
+  { short: 'v', long: 'version', value: 'none', apply: () => 'version' },
+  { short: 'n', long: 'nosetuid', value: 'none', apply: (a) => void (a.setuid = false) },
+  { short: 'c', long: 'class', value: 'required', apply: (a, v) => void (a.classpath = v!) },
+  {
+    short: 's',
+    long: 'size',
+    value: 'required',
+    apply: (a, v) => {
+      if (!/^[0-9]+$/.test(v!)) throw new CliError(`argument -s/--size: invalid int value: '${v}'`);
+      a.size = Number(v);
+    },
+  },
+  { short: 'u', long: 'smtputf8', value: 'none', apply: (a) => void (a.smtputf8 = true) },
+  { short: 'd', long: 'debug', value: 'none', apply: (a) => void a.debug++ },
+  {
+    short: 'l',
+    long: 'listen',
+    value: 'optional',
+    apply: (a, v) => {
+      a.listen = true;
+      if (v !== undefined) Object.assign(a, parseListen(v));
+    },
+  },
+  { long: 'lmtp', value: 'none', apply: (a) => void (a.lmtp = true) },
+  { long: 'unix', value: 'required', apply: (a, v) => void (a.unix = v!) },
+  {
+    long: 'unix-mode',
+    value: 'required',
+    apply: (a, v) => {
+      if (!/^[0-7]{3,4}$/.test(v!)) throw new CliError(`argument --unix-mode: expected an octal mode such as 660: '${v}'`);
+      a.unixMode = Number.parseInt(v!, 8);
+    },
+  },
+];
+
 function parseArgs(argv: string[]): Args | 'help' | 'version' {
   const args: Args = {
     setuid: true,
@@ -83,89 +136,55 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     debug: 0,
     host: 'localhost',
     port: DEFAULT_PORT,
+    listen: false,
+    lmtp: false,
+    unix: null,
+    unixMode: undefined,
     classargs: [],
   };
-  const long: Record<string, string> = {
-    '--help': 'h',
-    '--version': 'v',
-    '--nosetuid': 'n',
-    '--class': 'c',
-    '--size': 's',
-    '--smtputf8': 'u',
-    '--debug': 'd',
-    '--listen': 'l',
-  };
-  let i = 0;
-  const valueFor = (flag: string, inline: string | undefined): string => {
-    if (inline !== undefined) return inline;
-    const next = argv[++i];
-    if (next === undefined) throw new CliError(`argument ${flag}: expected one argument`);
-    return next;
-  };
-  for (; i < argv.length; i++) {
+  for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--') {
       args.classargs.push(...argv.slice(i + 1));
       break;
     }
-    let flags: string[];
-    let inline: string | undefined;
+    // Each entry: an option and the value written into the same argument, if any.
+    const found: Array<[OptionSpec, string | undefined]> = [];
     if (arg.startsWith('--')) {
       const eq = arg.indexOf('=');
-      const name = eq < 0 ? arg : arg.slice(0, eq);
-      const letter = long[name];
-      if (letter === undefined) throw new CliError(`unrecognized arguments: ${arg}`);
-      flags = [letter];
-      inline = eq < 0 ? undefined : arg.slice(eq + 1);
+      const name = arg.slice(2, eq < 0 ? undefined : eq);
+      const spec = OPTIONS.find((o) => o.long === name);
+      if (spec === undefined) throw new CliError(`unrecognized arguments: ${arg}`);
+      if (eq >= 0 && spec.value === 'none') throw new CliError(`argument --${name}: ignored explicit argument`);
+      found.push([spec, eq < 0 ? undefined : arg.slice(eq + 1)]);
     } else if (arg.startsWith('-') && arg.length > 1) {
       // Clustered short flags (-nu), or a short option with its value attached (-s100).
-      flags = [];
       for (let k = 1; k < arg.length; k++) {
-        const letter = arg[k]!;
-        flags.push(letter);
-        if ('csl'.includes(letter) && k + 1 < arg.length) {
-          inline = arg.slice(k + 1);
+        const spec = OPTIONS.find((o) => o.short === arg[k]);
+        if (spec === undefined) throw new CliError(`unrecognized arguments: ${arg}`);
+        if (spec.value !== 'none' && k + 1 < arg.length) {
+          found.push([spec, arg.slice(k + 1)]);
           break;
         }
+        found.push([spec, undefined]);
       }
     } else {
       args.classargs.push(arg);
       continue;
     }
-    for (const flag of flags) {
-      switch (flag) {
-        case 'h':
-          return 'help';
-        case 'v':
-          return 'version';
-        case 'n':
-          args.setuid = false;
-          break;
-        case 'u':
-          args.smtputf8 = true;
-          break;
-        case 'd':
-          args.debug++;
-          break;
-        case 'c':
-          args.classpath = valueFor('-c/--class', inline);
-          break;
-        case 's': {
-          const value = valueFor('-s/--size', inline);
-          if (!/^[0-9]+$/.test(value)) throw new CliError(`argument -s/--size: invalid int value: '${value}'`);
-          args.size = Number(value);
-          break;
-        }
-        case 'l': {
-          // --listen takes an optional value, as argparse's nargs='?'.
-          let value = inline;
-          if (value === undefined && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('-')) value = argv[++i];
-          if (value !== undefined) Object.assign(args, parseListen(value));
-          break;
-        }
-        default:
-          throw new CliError(`unrecognized arguments: ${arg}`);
+    for (let [spec, value] of found) {
+      const next = argv[i + 1];
+      if (value === undefined && spec.value === 'required') {
+        if (next === undefined) throw new CliError(`argument --${spec.long}: expected one argument`);
+        value = next;
+        i++;
+      } else if (value === undefined && spec.value === 'optional' && next !== undefined && !next.startsWith('-')) {
+        // argparse's nargs='?': the next word is the value unless it looks like an option.
+        value = next;
+        i++;
       }
+      const result = spec.apply(args, value);
+      if (result !== undefined) return result;
     }
   }
   return args;
@@ -252,38 +271,50 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const logger = stderrLogger(args.debug);
-  // "localhost" means both loopbacks, so clients that resolve it either way find the server.
-  const hosts = args.host === 'localhost' ? ['127.0.0.1', '::1'] : [args.host];
-  const controllers: Controller[] = [];
-  for (const host of hosts) {
-    const controller = new Controller(handler, {
-      hostname: host,
-      port: args.port,
-      dataSizeLimit: args.size,
-      enableSMTPUTF8: args.smtputf8,
-      logger,
+  const common = { dataSizeLimit: args.size, enableSMTPUTF8: args.smtputf8, lmtp: args.lmtp, logger };
+  // (label, controller) pairs. "localhost" means both loopbacks, so clients that resolve it
+  // either way find the server; the ::1 half is optional (a machine may have no IPv6).
+  const planned: Array<{ label: string; controller: Controller | UnixSocketController; optional: boolean }> = [];
+  if (args.unix !== null) {
+    planned.push({
+      label: args.unix,
+      controller: new UnixSocketController(handler, { ...common, unixSocket: args.unix, mode: args.unixMode }),
+      optional: false,
     });
+  }
+  if (args.unix === null || args.listen) {
+    const hosts = args.host === 'localhost' ? ['127.0.0.1', '::1'] : [args.host];
+    for (const host of hosts) {
+      planned.push({
+        label: host.includes(':') ? `[${host}]:${args.port}` : `${host}:${args.port}`,
+        controller: new Controller(handler, { ...common, hostname: host, port: args.port }),
+        optional: host === '::1' && hosts.length > 1,
+      });
+    }
+  }
+  const started: typeof planned = [];
+  for (const entry of planned) {
     try {
-      await controller.start();
-      controllers.push(controller);
+      await entry.controller.start();
+      started.push(entry);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      // Without IPv6 the ::1 half of localhost is simply not there.
-      if (host === '::1' && hosts.length > 1 && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) continue;
-      process.stderr.write(`tsmtpd: error: cannot listen on ${host}:${args.port}: ${(error as Error).message}\n`);
-      await Promise.all(controllers.map((c) => c.stop()));
+      if (entry.optional && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) continue;
+      process.stderr.write(`tsmtpd: error: cannot listen on ${entry.label}: ${(error as Error).message}\n`);
+      await Promise.all(started.map((e) => e.controller.stop()));
       return 1;
     }
   }
   if (args.setuid) dropPrivileges();
-  const where = controllers.map((c) => (c.hostname?.includes(':') ? `[${c.hostname}]:${c.port}` : `${c.hostname}:${c.port}`));
-  process.stderr.write(`tsmtpd ${VERSION} listening on ${where.join(', ')} (handler ${args.classpath})\n`);
+  const what = args.lmtp ? 'LMTP' : 'SMTP';
+  const where = started.map((e) => e.label).join(', ');
+  process.stderr.write(`tsmtpd ${VERSION} (${what}) listening on ${where} (handler ${args.classpath})\n`);
 
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
-  await Promise.all(controllers.map((c) => c.stop()));
+  await Promise.all(started.map((e) => e.controller.stop()));
   return 0;
 }
 

@@ -5,6 +5,7 @@
 import net from 'node:net';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import type { Handler } from './handler.js';
+import { LMTP } from './lmtp.js';
 import { SMTP, type SMTPOptions } from './smtp.js';
 
 export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
@@ -17,6 +18,8 @@ export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
   readyTimeout?: number;
   /** Milliseconds stop() lets connections close after their 421 before it cuts them. Default 1000. */
   stopTimeout?: number;
+  /** Speak LMTP (RFC 2033) instead of SMTP. Default false. */
+  lmtp?: boolean;
 }
 
 export interface ControllerOptions extends BaseControllerOptions {
@@ -59,8 +62,9 @@ abstract class BaseController implements AsyncDisposable {
 
   /** Makes the engine for one connection; subclasses (LMTP, custom commands) override it. */
   factory(): SMTP {
-    const { serverHostname, readyTimeout: _r, stopTimeout: _s, ...smtp } = this.baseOptions;
-    return new SMTP(this.handler, { ...smtp, hostname: serverHostname });
+    const { serverHostname, readyTimeout: _r, stopTimeout: _s, lmtp, ...smtp } = this.baseOptions;
+    const Engine = lmtp === true ? LMTP : SMTP;
+    return new Engine(this.handler, { ...smtp, hostname: serverHostname });
   }
 
   protected abstract listen(server: net.Server): Promise<void>;

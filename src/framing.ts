@@ -77,6 +77,43 @@ const enum At {
   DotCR,
 }
 
+/**
+ * Collects a message body under a size limit, from DATA or from BDAT chunks: past the limit
+ * nothing more is kept (the caller keeps reading and dropping), so memory stays bounded.
+ */
+export class Body {
+  private segments: Buffer[] = [];
+  /** Body bytes seen, kept or not. */
+  size = 0;
+  overflowed = false;
+
+  constructor(
+    /** Bytes beyond which nothing is kept; 0 means no limit. */
+    readonly sizeLimit: number,
+    /** Receives each segment as it is found, instead of the body keeping it. */
+    private readonly onSegment?: (segment: Buffer) => void,
+  ) {}
+
+  add(seg: Buffer): void {
+    if (seg.length === 0) return;
+    this.size += seg.length;
+    if (this.overflowed) return;
+    if (this.sizeLimit > 0 && this.size > this.sizeLimit) {
+      this.overflowed = true;
+      this.segments = [];
+      return;
+    }
+    if (this.onSegment !== undefined) this.onSegment(seg);
+    else this.segments.push(seg);
+  }
+
+  /** The body, concatenated once. Empty once the limit was passed. */
+  content(): Buffer {
+    if (this.segments.length === 1) return this.segments[0]!;
+    return Buffer.concat(this.segments);
+  }
+}
+
 export interface DataReaderOptions {
   /** Body bytes (after unstuffing) beyond which nothing is kept; 0 means no limit. */
   sizeLimit: number;
@@ -93,30 +130,28 @@ export class DataReader {
   private at: At = At.LineStart;
   /** The last byte given out was a CR, so an LF at the start of the next chunk completes CRLF. */
   private lastCR = false;
-  private segments: Buffer[] = [];
-  /** Body bytes seen, kept or not. */
-  size = 0;
-  overflowed = false;
-  private readonly sizeLimit: number;
-  private readonly onSegment: ((segment: Buffer) => void) | undefined;
+  readonly body: Body;
 
   constructor(options: DataReaderOptions) {
-    this.sizeLimit = options.sizeLimit;
-    this.onSegment = options.onSegment;
+    this.body = new Body(options.sizeLimit, options.onSegment);
+  }
+
+  get size(): number {
+    return this.body.size;
+  }
+
+  get overflowed(): boolean {
+    return this.body.overflowed;
+  }
+
+  content(): Buffer {
+    return this.body.content();
   }
 
   private emit(seg: Buffer): void {
     if (seg.length === 0) return;
-    this.size += seg.length;
     this.lastCR = seg[seg.length - 1] === CR;
-    if (this.overflowed) return;
-    if (this.sizeLimit > 0 && this.size > this.sizeLimit) {
-      this.overflowed = true;
-      this.segments = [];
-      return;
-    }
-    if (this.onSegment !== undefined) this.onSegment(seg);
-    else this.segments.push(seg);
+    this.body.add(seg);
   }
 
   /**
@@ -171,10 +206,33 @@ export class DataReader {
       this.at = At.Dot;
     }
   }
+}
 
-  /** The body, concatenated once. Empty once the limit was passed. */
-  content(): Buffer {
-    if (this.segments.length === 1) return this.segments[0]!;
-    return Buffer.concat(this.segments);
+/** Takes exactly `size` bytes of a BDAT chunk (RFC 3030): no unstuffing, no terminator search. */
+export class ChunkReader {
+  private remaining: number;
+
+  constructor(
+    size: number,
+    readonly body: Body,
+  ) {
+    this.remaining = size;
+  }
+
+  /** Returns null while the chunk goes on, then the bytes that followed it. */
+  push(chunk: Buffer): Buffer | null {
+    if (chunk.length < this.remaining) {
+      this.body.add(chunk);
+      this.remaining -= chunk.length;
+      return null;
+    }
+    this.body.add(chunk.subarray(0, this.remaining));
+    const rest = chunk.subarray(this.remaining);
+    this.remaining = 0;
+    return rest;
+  }
+
+  get done(): boolean {
+    return this.remaining === 0;
   }
 }

@@ -14,6 +14,8 @@ export interface SMTPServer {
   /** Bytes; 0 means no limit. */
   readonly dataSizeLimit: number;
   readonly enableSMTPUTF8: boolean;
+  /** True for an LMTP server (RFC 2033), where handleDATA may answer per recipient. */
+  readonly lmtp: boolean;
   readonly session: Session;
   readonly envelope: Envelope;
   /** Closes the connection after the pending replies are written. */
@@ -52,8 +54,17 @@ export interface Handler {
     address: string,
     rcptOptions: RcptOptions,
   ): MaybePromise<string>;
-  /** Called once the whole body arrived within the size limit. Default: `250 OK`. */
-  handleDATA?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string>;
+  /**
+   * Called once the whole body arrived within the size limit. Default: `250 OK`. May return
+   * one reply per recipient (in rcptTos order): LMTP sends each (RFC 2033 §4.2); SMTP, which has
+   * one reply per message, sends the first failure, else the first reply.
+   */
+  handleDATA?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string | string[]>;
+  /**
+   * Per-recipient delivery, used when there is no handleDATA: called once per recipient, and a
+   * throw fails only that recipient (LMTP). In SMTP one failure fails the whole message.
+   */
+  handleDeliver?(server: SMTPServer, session: Session, envelope: Envelope, recipient: string): MaybePromise<string>;
   handleRSET?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string>;
   handleNOOP?(server: SMTPServer, session: Session, envelope: Envelope, arg: string): MaybePromise<string>;
   /** Default: `221 Bye`. The connection closes after the reply whatever it is. */

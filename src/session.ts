@@ -20,10 +20,10 @@ export interface TLSInfo {
   peerCertificate: object | null;
 }
 
-/** ESMTP parameters of MAIL FROM, typed (RFC 1870, RFC 6152, RFC 6531). */
+/** ESMTP parameters of MAIL FROM, typed (RFC 1870, RFC 6152, RFC 6531, RFC 3030). */
 export interface MailOptions {
   size?: number;
-  body?: '7BIT' | '8BITMIME';
+  body?: '7BIT' | '8BITMIME' | 'BINARYMIME';
   smtputf8?: boolean;
   /** Parameters the engine does not know, when the handler asked to see them. */
   [keyword: string]: string | number | boolean | undefined;

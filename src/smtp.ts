@@ -1,6 +1,7 @@
 /**
  * SMTP: the per-connection protocol engine (RFC 5321, with RFC 1870 SIZE, RFC 6152 8BITMIME,
- * RFC 2920 PIPELINING, RFC 2034/3463 ENHANCEDSTATUSCODES, RFC 6531 SMTPUTF8).
+ * RFC 2920 PIPELINING, RFC 2034/3463 ENHANCEDSTATUSCODES, RFC 6531 SMTPUTF8, RFC 3030 CHUNKING
+ * and BINARYMIME).
  *
  * Input is framed by the pure readers in framing.ts; commands run one at a time, in order, and
  * input that arrives while a hook is pending waits (the socket is paused). Replies are collected
@@ -9,7 +10,7 @@
 import { hostname as osHostname } from 'node:os';
 import type { Socket } from 'node:net';
 import { isAscii, isUtf8 } from 'node:buffer';
-import { BARE_LF, CommandFramer, DataReader, LINE_TOO_LONG, type FramedLine } from './framing.js';
+import { BARE_LF, Body, ChunkReader, CommandFramer, DataReader, LINE_TOO_LONG, type FramedLine } from './framing.js';
 import type { Handler, MaybePromise, SMTPServer } from './handler.js';
 import { afterKeyword, heloName, parseCommand, parseParams, parsePath, parseSize } from './parse.js';
 import { Reply, normalizeReply, tooManyCalls, unknownHelpTopic, unrecognized } from './replies.js';
@@ -69,11 +70,13 @@ const SIZE_ALLOWANCE = 26;
 const SMTPUTF8_ALLOWANCE = 10;
 
 const SYNTAX: Record<string, string> = {
+  BDAT: 'BDAT chunk-size [LAST]',
   DATA: 'DATA',
   EHLO: 'EHLO hostname',
   EXPN: 'EXPN <mailing-list>',
   HELO: 'HELO hostname',
   HELP: 'HELP [command]',
+  LHLO: 'LHLO hostname',
   MAIL: 'MAIL FROM:<address> [SP <mail-parameters>]',
   NOOP: 'NOOP [string]',
   QUIT: 'QUIT',
@@ -81,7 +84,7 @@ const SYNTAX: Record<string, string> = {
   RSET: 'RSET',
   VRFY: 'VRFY <address>',
 };
-const COMMANDS = Object.keys(SYNTAX);
+const COMMANDS = Object.keys(SYNTAX).filter((c) => c !== 'LHLO');
 
 const silentLogger: Logger = {
   debug() {},
@@ -109,6 +112,9 @@ export class SMTP implements SMTPServer {
   readonly enableSMTPUTF8: boolean;
   readonly decodeData: boolean;
   readonly timeout: number;
+  get lmtp(): boolean {
+    return false;
+  }
   session: Session = new Session({ address: '', port: 0, family: 'unix' });
   envelope: Envelope = new Envelope();
 
@@ -120,6 +126,11 @@ export class SMTP implements SMTPServer {
   private reader: DataReader | null = null;
   /** A body that ended and waits for its handleDATA turn. */
   private finishedBody: DataReader | null = null;
+  /** The BDAT chunk being read, what to do when it ends, and the chunks so far (RFC 3030). */
+  private chunk: ChunkReader | null = null;
+  private chunkInfo: { size: number; last: boolean; refusal: string | null } | null = null;
+  private finishedChunk: { size: number; last: boolean; refusal: string | null } | null = null;
+  private bdatBody: Body | null = null;
   private out: string[] = [];
   private busy = false;
   private closing = false;
@@ -209,6 +220,7 @@ export class SMTP implements SMTPServer {
   private onData(chunk: Buffer): void {
     if (this.closing) return;
     if (this.reader !== null) this.feedBody(chunk);
+    else if (this.chunk !== null) this.feedChunk(chunk);
     else this.framer.push(chunk);
     if (this.busy) this.socket?.pause();
     else void this.pump();
@@ -223,6 +235,14 @@ export class SMTP implements SMTPServer {
     if (rest.length > 0) this.framer.push(rest);
   }
 
+  private feedChunk(chunk: Buffer): void {
+    const rest = this.chunk!.push(chunk);
+    if (rest === null) return;
+    this.chunk = null;
+    this.finishedChunk = this.chunkInfo;
+    if (rest.length > 0) this.framer.push(rest);
+  }
+
   /** Runs every complete command (and finished body) in order; one pump at a time. */
   private async pump(): Promise<void> {
     this.busy = true;
@@ -234,7 +254,13 @@ export class SMTP implements SMTPServer {
           await this.endOfData(body);
           continue;
         }
-        if (this.reader !== null) break;
+        if (this.finishedChunk !== null) {
+          const info = this.finishedChunk;
+          this.finishedChunk = null;
+          await this.endOfChunk(info);
+          continue;
+        }
+        if (this.reader !== null || this.chunk !== null) break;
         const line = this.framer.next();
         if (line === null) break;
         await this.command(line);
@@ -288,7 +314,7 @@ export class SMTP implements SMTPServer {
   }
 
   /** Sends a reply to a command, counting errors toward the per-connection limit. */
-  private respond(reply: string): void {
+  protected respond(reply: string): void {
     this.push(reply);
     const c = reply.charCodeAt(0);
     if (c === 0x34 /* 4 */ || c === 0x35 /* 5 */) {
@@ -361,6 +387,11 @@ export class SMTP implements SMTPServer {
       if (budget < 1) return this.shutdown(tooManyCalls(verb));
       this.callBudget.set(verb, budget - 1);
     }
+    return this.dispatch(verb, arg);
+  }
+
+  /** Runs one command; LMTP and custom servers override it to add or replace verbs. */
+  protected async dispatch(verb: string, arg: string): Promise<void> {
     switch (verb) {
       case 'HELO':
         return this.helo(arg);
@@ -372,6 +403,8 @@ export class SMTP implements SMTPServer {
         return this.rcpt(arg);
       case 'DATA':
         return this.data(arg);
+      case 'BDAT':
+        return this.bdat(arg);
       case 'RSET':
         return this.rset(arg);
       case 'NOOP':
@@ -389,7 +422,7 @@ export class SMTP implements SMTPServer {
     }
   }
 
-  private unknown(verb: string): void {
+  protected unknown(verb: string): void {
     const max = this.options.maxUnrecognizedCommands ?? DEFAULTS.maxUnrecognizedCommands;
     if (++this.unrecognizedCount >= max && max > 0) return this.shutdown(Reply.TOO_MANY_UNRECOGNIZED);
     this.respond(unrecognized(verb));
@@ -402,6 +435,7 @@ export class SMTP implements SMTPServer {
 
   private resetTransaction(): void {
     this.envelope = new Envelope();
+    this.bdatBody = null;
   }
 
   private async helo(arg: string): Promise<void> {
@@ -424,13 +458,13 @@ export class SMTP implements SMTPServer {
   protected extensions(): string[] {
     const ext = [this.dataSizeLimit > 0 ? `SIZE ${this.dataSizeLimit}` : 'SIZE', '8BITMIME', 'PIPELINING'];
     if (this.enableSMTPUTF8) ext.push('SMTPUTF8');
-    ext.push('ENHANCEDSTATUSCODES', 'HELP');
+    ext.push('ENHANCEDSTATUSCODES', 'CHUNKING', 'BINARYMIME', 'HELP');
     return ext;
   }
 
-  private async ehlo(arg: string): Promise<void> {
+  protected async ehlo(arg: string, verb: 'EHLO' | 'LHLO' = 'EHLO'): Promise<void> {
     const name = heloName(arg);
-    if (name === null) return this.respond(Reply.EHLO_SYNTAX);
+    if (name === null) return this.respond(`501 5.5.4 Syntax: ${verb} hostname`);
     this.resetTransaction();
     let lines = [this.hostname, ...this.extensions()];
     const h = this.handler;
@@ -484,7 +518,7 @@ export class SMTP implements SMTPServer {
         options.size = size;
       } else if (keyword === 'BODY') {
         const body = value?.toUpperCase();
-        if (body !== '7BIT' && body !== '8BITMIME') return this.respond(Reply.BAD_BODY);
+        if (body !== '7BIT' && body !== '8BITMIME' && body !== 'BINARYMIME') return this.respond(Reply.BAD_BODY);
         options.body = body;
       } else if (keyword === 'SMTPUTF8' && this.enableSMTPUTF8) {
         if (value !== null) return this.respond(Reply.BAD_PARAMS);
@@ -557,6 +591,8 @@ export class SMTP implements SMTPServer {
     if (env.mailFrom === null) return this.respond(Reply.NEED_MAIL);
     if (env.rcptTos.length === 0) return this.respond(Reply.NEED_RCPT);
     if (arg !== '') return this.respond(Reply.DATA_SYNTAX);
+    if (this.bdatBody !== null) return this.respond(Reply.DATA_AFTER_BDAT);
+    if (env.mailOptions.body === 'BINARYMIME') return this.respond(Reply.BINARYMIME_NEEDS_BDAT);
     this.push(Reply.START_DATA);
     this.reader = new DataReader({ sizeLimit: this.dataSizeLimit });
     const rest = this.framer.takeRest();
@@ -567,19 +603,96 @@ export class SMTP implements SMTPServer {
     const env = this.envelope;
     this.resetTransaction();
     if (body.overflowed) return this.respond(Reply.DATA_TOO_BIG);
-    const content = body.content();
+    await this.deliver(env, body.content());
+  }
+
+  /**
+   * BDAT n [LAST] (RFC 3030): the n bytes that follow are read exactly, even when the command
+   * is refused, so chunk bytes can never run as commands.
+   */
+  private bdat(arg: string): void {
+    const m = /^([0-9]{1,15})(?: +(LAST))?$/i.exec(arg);
+    if (m === null) {
+      // Without a size we cannot know where the chunk ends: the rest cannot be trusted.
+      this.push(Reply.BDAT_SYNTAX);
+      return this.close();
+    }
+    const size = Number(m[1]);
+    const env = this.envelope;
+    let refusal: string | null = null;
+    if (this.session.hostName === null) refusal = Reply.NEED_HELO;
+    else if (env.mailFrom === null) refusal = Reply.NEED_MAIL;
+    else if (env.rcptTos.length === 0) refusal = Reply.NEED_RCPT;
+    const body = refusal === null ? (this.bdatBody ??= new Body(this.dataSizeLimit)) : new Body(0, () => {});
+    this.chunk = new ChunkReader(size, body);
+    this.chunkInfo = { size, last: m[2] !== undefined, refusal };
+    this.feedChunk(this.framer.takeRest());
+  }
+
+  private async endOfChunk(info: { size: number; last: boolean; refusal: string | null }): Promise<void> {
+    if (info.refusal !== null) return this.respond(info.refusal);
+    const body = this.bdatBody!;
+    const env = this.envelope;
+    if (body.overflowed) {
+      this.resetTransaction();
+      return this.respond(Reply.DATA_TOO_BIG);
+    }
+    if (!info.last) return this.respond(`250 2.0.0 ${info.size} octets received`);
+    this.resetTransaction();
+    await this.deliver(env, body.content());
+  }
+
+  /** Hands a complete message to the handler and sends its reply (LMTP: one per recipient). */
+  private async deliver(env: Envelope, content: Buffer): Promise<void> {
     env.originalContent = content;
     env.content = this.decodeData ? content.toString('utf8') : content;
     const h = this.handler;
-    const reply = await this.replyFrom(() => {
-      if (h.handleDATA) return h.handleDATA(this, this.session, env);
+    const perRecipient = h.handleDATA === undefined && h.handleDeliver !== undefined;
+    this.sendDeliveryReplies(perRecipient ? await this.perRecipient(env) : await this.dataReplies(env));
+  }
+
+  /**
+   * SMTP has one reply per message: the first failure, else the first reply, so a message is
+   * never answered 250 while a recipient's delivery failed (the client retries; nothing is lost).
+   */
+  protected sendDeliveryReplies(replies: string[]): void {
+    this.respond(replies.find((r) => !r.startsWith('2')) ?? replies[0]!);
+  }
+
+  /** handleDATA's reply as a list: one reply, or one per recipient when it returned a list. */
+  private async dataReplies(env: Envelope): Promise<string[]> {
+    const h = this.handler;
+    const got: { list: string[] | null } = { list: null };
+    const first = await this.replyFrom(() => {
+      if (h.handleDATA) {
+        const pick = (v: string | string[]): string => {
+          if (!Array.isArray(v)) return v;
+          if (v.length !== env.rcptTos.length) throw new TypeError('handleDATA must return one reply per recipient');
+          got.list = v;
+          return v[0]!;
+        };
+        const r = h.handleDATA(this, this.session, env);
+        return isThenable(r) ? r.then(pick) : pick(r);
+      }
       if (h.processMessage) {
         const r = h.processMessage(formatPeer(this.session.peer), env.mailFrom ?? '', env.rcptTos, env.content!);
         return isThenable(r) ? r.then((v) => v ?? Reply.DATA_OK) : (r ?? Reply.DATA_OK);
       }
       return Reply.DATA_OK;
     });
-    this.respond(reply);
+    const list = got.list;
+    if (list === null) return env.rcptTos.map(() => first);
+    return Promise.all(list.map((r) => this.replyFrom(() => r)));
+  }
+
+  /** handleDeliver once per recipient, each failure its own. */
+  private async perRecipient(env: Envelope): Promise<string[]> {
+    const h = this.handler;
+    const replies: string[] = [];
+    for (const rcpt of env.rcptTos) {
+      replies.push(await this.replyFrom(() => h.handleDeliver!(this, this.session, env, rcpt)));
+    }
+    return replies;
   }
 
   private async rset(arg: string): Promise<void> {
@@ -609,11 +722,16 @@ export class SMTP implements SMTPServer {
     );
   }
 
+  protected helpCommands(): string[] {
+    return COMMANDS;
+  }
+
   private help(arg: string): void {
-    if (arg === '') return this.respond(`214 2.0.0 Supported commands: ${COMMANDS.join(' ')}`);
-    const syntax = SYNTAX[arg.toUpperCase()];
-    if (syntax === undefined) return this.respond(unknownHelpTopic(COMMANDS));
-    this.respond(`214 2.0.0 Syntax: ${syntax}`);
+    const commands = this.helpCommands();
+    if (arg === '') return this.respond(`214 2.0.0 Supported commands: ${commands.join(' ')}`);
+    const verb = arg.toUpperCase();
+    if (!commands.includes(verb)) return this.respond(unknownHelpTopic(commands));
+    this.respond(`214 2.0.0 Syntax: ${SYNTAX[verb]}`);
   }
 }
 

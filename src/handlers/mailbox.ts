@@ -8,7 +8,8 @@ import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
-import { formatPeer, type Envelope, type Session } from '../session.js';
+import type { Envelope, Session } from '../session.js';
+import { bodyOf, lineEnding, traceHeaders } from './headers.js';
 
 /** Per process, shared by every Mailbox, as Python's Maildir._count: keeps names unique. */
 let counter = 0;
@@ -54,15 +55,9 @@ export class Mailbox implements Handler {
   async deliver(session: Session, envelope: Envelope, recipients: string[] = envelope.rcptTos): Promise<string> {
     await this.init();
     const body = bodyOf(envelope);
-    // Keep the message's own line ending so the header block does not mix CRLF and LF.
-    const eol = body.includes('\r\n') ? '\r\n' : '\n';
-    // Prepended, so these come first and win over any X- header the client forged.
-    const header = Buffer.from(
-      `X-Peer: ${clean(formatPeer(session.peer))}${eol}` +
-        `X-MailFrom: ${clean(envelope.mailFrom ?? '')}${eol}` +
-        `X-RcptTo: ${clean(recipients.join(', '))}${eol}`,
-      'utf8',
-    );
+    // Prepended, so these come first and win over any X- header the client forged. Written
+    // apart from the body so a large message is not copied once more to join them.
+    const header = Buffer.from(traceHeaders(session, envelope, lineEnding(body), recipients), 'utf8');
 
     const name = uniqueName();
     const tmpPath = join(this.mailDir, 'tmp', name);
@@ -85,18 +80,6 @@ export class Mailbox implements Handler {
     await syncDir(join(this.mailDir, 'new'));
     return newPath;
   }
-}
-
-/** The bytes received; content is only a fallback for envelopes built by hand. */
-function bodyOf(envelope: Envelope): Buffer {
-  if (envelope.originalContent !== null) return envelope.originalContent;
-  const content = envelope.content ?? '';
-  return typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
-}
-
-/** A header value must stay one line: CR or LF in an address would start a new header. */
-function clean(value: string): string {
-  return value.replace(/[\r\n]/g, '');
 }
 
 /** `${secs}.M${usecs}P${pid}Q${counter}.${host}`, as Python's mailbox.Maildir names files. */
