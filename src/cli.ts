@@ -3,6 +3,8 @@
  * tsmtpd: the command-line server, option for option aiosmtpd's
  * (`-n -c -s -u -d -l -v -h`, positional arguments for the handler's fromCli).
  */
+import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { pathToFileURL } from 'node:url';
 import { resolve as resolvePath } from 'node:path';
 import { Controller, UnixSocketController } from './controller.js';
@@ -11,7 +13,7 @@ import { builtinHandlers } from './handlers/index.js';
 import type { Logger } from './smtp.js';
 import { VERSION } from './version.js';
 
-const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--lmtp] [--unix PATH] [--unix-mode MODE] [classargs ...]`;
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--lmtp] [--unix PATH] [--unix-mode MODE] [classargs ...]`;
 
 const HELP = `${USAGE}
 
@@ -37,6 +39,11 @@ options:
   --lmtp                Speak LMTP (RFC 2033) instead of SMTP.
   --unix PATH           Listen on a Unix socket at PATH (instead of TCP, unless -l is given too).
   --unix-mode MODE      File mode of the Unix socket, in octal (e.g. 660).
+  --tlscert TLSCERT     Certificate (PEM) for STARTTLS; TLS is then required (see --no-requiretls).
+  --tlskey TLSKEY       Private key (PEM) for STARTTLS.
+  --no-requiretls       With --tlscert, accept mail without STARTTLS too.
+  --smtpscert SMTPSCERT Certificate (PEM) for implicit TLS (SMTPS, RFC 8314) on the listener.
+  --smtpskey SMTPSKEY   Private key (PEM) for implicit TLS.
   -l [HOST:PORT], --listen [HOST:PORT]
                         Optional host and port to listen on. If the PORT part is not given, then
                         port 8025 is used. If only :PORT is given, then localhost is used for the
@@ -59,6 +66,11 @@ interface Args {
   lmtp: boolean;
   unix: string | null;
   unixMode: number | undefined;
+  tlscert: string | null;
+  tlskey: string | null;
+  requireTLS: boolean;
+  smtpscert: string | null;
+  smtpskey: string | null;
   classargs: string[];
 }
 
@@ -125,7 +137,23 @@ const OPTIONS: OptionSpec[] = [
       a.unixMode = Number.parseInt(v!, 8);
     },
   },
+  { long: 'tlscert', value: 'required', apply: (a, v) => void (a.tlscert = v!) },
+  { long: 'tlskey', value: 'required', apply: (a, v) => void (a.tlskey = v!) },
+  { long: 'no-requiretls', value: 'none', apply: (a) => void (a.requireTLS = false) },
+  { long: 'smtpscert', value: 'required', apply: (a, v) => void (a.smtpscert = v!) },
+  { long: 'smtpskey', value: 'required', apply: (a, v) => void (a.smtpskey = v!) },
 ];
+
+/** Reads a certificate/key pair given on the command line; both or neither. */
+function readPair(certPath: string | null, keyPath: string | null, names: string): { cert: Buffer; key: Buffer } | undefined {
+  if (certPath === null && keyPath === null) return undefined;
+  if (certPath === null || keyPath === null) throw new CliError(`${names} must be given together`);
+  try {
+    return { cert: readFileSync(certPath), key: readFileSync(keyPath) };
+  } catch (error) {
+    throw new CliError(`cannot read ${names}: ${(error as Error).message}`);
+  }
+}
 
 function parseArgs(argv: string[]): Args | 'help' | 'version' {
   const args: Args = {
@@ -140,6 +168,11 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     lmtp: false,
     unix: null,
     unixMode: undefined,
+    tlscert: null,
+    tlskey: null,
+    requireTLS: true,
+    smtpscert: null,
+    smtpskey: null,
     classargs: [],
   };
   for (let i = 0; i < argv.length; i++) {
@@ -246,6 +279,8 @@ function dropPrivileges(): void {
 async function main(argv: string[]): Promise<number> {
   let args: ReturnType<typeof parseArgs>;
   let handler: Handler;
+  let starttls: { cert: Buffer; key: Buffer } | undefined;
+  let smtps: { cert: Buffer; key: Buffer } | undefined;
   try {
     args = parseArgs(argv);
     if (args === 'help') {
@@ -257,6 +292,17 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     handler = makeHandler(await loadHandlerClass(args.classpath), args.classargs);
+    starttls = readPair(args.tlscert, args.tlskey, '--tlscert and --tlskey');
+    smtps = readPair(args.smtpscert, args.smtpskey, '--smtpscert and --smtpskey');
+    // Fail now, with one line, on a certificate that does not load.
+    for (const pair of [starttls, smtps]) {
+      if (pair === undefined) continue;
+      try {
+        createSecureContext(pair);
+      } catch (error) {
+        throw new CliError(`bad certificate or key: ${(error as Error).message}`);
+      }
+    }
   } catch (error) {
     if (error instanceof CliError || error instanceof UsageError) {
       process.stderr.write(`tsmtpd: error: ${error.message}\n`);
@@ -271,7 +317,16 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const logger = stderrLogger(args.debug);
-  const common = { dataSizeLimit: args.size, enableSMTPUTF8: args.smtputf8, lmtp: args.lmtp, logger };
+  const common = {
+    dataSizeLimit: args.size,
+    enableSMTPUTF8: args.smtputf8,
+    lmtp: args.lmtp,
+    logger,
+    tlsContext: starttls,
+    // aiosmtpd: with a STARTTLS certificate, TLS is required unless --no-requiretls.
+    requireStartTLS: starttls !== undefined && args.requireTLS,
+    tls: smtps,
+  };
   // (label, controller) pairs. "localhost" means both loopbacks, so clients that resolve it
   // either way find the server; the ::1 half is optional (a machine may have no IPv6).
   const planned: Array<{ label: string; controller: Controller | UnixSocketController; optional: boolean }> = [];
@@ -310,6 +365,19 @@ async function main(argv: string[]): Promise<number> {
   const where = started.map((e) => e.label).join(', ');
   process.stderr.write(`tsmtpd ${VERSION} (${what}) listening on ${where} (handler ${args.classpath})\n`);
 
+  // SIGHUP re-reads the certificates: renewed ones take effect without a restart.
+  process.on('SIGHUP', () => {
+    try {
+      const fresh = {
+        tlsContext: readPair(args.tlscert, args.tlskey, '--tlscert and --tlskey'),
+        tls: readPair(args.smtpscert, args.smtpskey, '--smtpscert and --smtpskey'),
+      };
+      for (const e of started) e.controller.reloadTLS(fresh);
+      process.stderr.write('tsmtpd: certificates reloaded\n');
+    } catch (error) {
+      process.stderr.write(`tsmtpd: certificate reload failed, keeping the old ones: ${(error as Error).message}\n`);
+    }
+  });
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

@@ -3,6 +3,7 @@
  * that hand each accepted socket to a new SMTP instance.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import type { Handler } from './handler.js';
 import { LMTP } from './lmtp.js';
@@ -20,6 +21,8 @@ export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
   stopTimeout?: number;
   /** Speak LMTP (RFC 2033) instead of SMTP. Default false. */
   lmtp?: boolean;
+  /** Implicit TLS (SMTPS, RFC 8314): every connection starts with a TLS handshake. */
+  tls?: tls.TlsOptions;
 }
 
 export interface ControllerOptions extends BaseControllerOptions {
@@ -40,6 +43,11 @@ function defaultReadyTimeout(): number {
   return Number.isFinite(env) && env > 0 ? env * 1000 : 5000;
 }
 
+function toContext(value: tls.SecureContext | tls.SecureContextOptions | undefined): tls.SecureContext | undefined {
+  if (value === undefined) return undefined;
+  return 'context' in value ? (value as tls.SecureContext) : tls.createSecureContext(value as tls.SecureContextOptions);
+}
+
 /** aiosmtpd's get_localhost(): `::1` when this machine can bind it, else `127.0.0.1`. */
 export async function getLocalhost(): Promise<string> {
   return new Promise((resolve) => {
@@ -54,17 +62,32 @@ abstract class BaseController implements AsyncDisposable {
   server: net.Server | null = null;
   private readonly connections = new Set<SMTP>();
   private readonly baseOptions: BaseControllerOptions;
+  /** STARTTLS context, made once (not per connection) and replaced by reloadTLS(). */
+  private tlsContext: tls.SecureContext | undefined;
 
   constructor(handler: Handler, options: BaseControllerOptions) {
     this.handler = handler;
     this.baseOptions = options;
+    this.tlsContext = toContext(options.tlsContext);
   }
 
   /** Makes the engine for one connection; subclasses (LMTP, custom commands) override it. */
   factory(): SMTP {
-    const { serverHostname, readyTimeout: _r, stopTimeout: _s, lmtp, ...smtp } = this.baseOptions;
+    const { serverHostname, readyTimeout: _r, stopTimeout: _s, lmtp, tls: _t, ...smtp } = this.baseOptions;
     const Engine = lmtp === true ? LMTP : SMTP;
-    return new Engine(this.handler, { ...smtp, hostname: serverHostname });
+    return new Engine(this.handler, { ...smtp, hostname: serverHostname, tlsContext: this.tlsContext });
+  }
+
+  /**
+   * Swaps certificates without a restart: new connections use them, open ones keep theirs.
+   * `tlsContext` is for STARTTLS, `tls` for the implicit-TLS listener.
+   */
+  reloadTLS(options: { tlsContext?: tls.SecureContext | tls.SecureContextOptions; tls?: tls.SecureContextOptions }): void {
+    if (options.tlsContext !== undefined) this.tlsContext = toContext(options.tlsContext);
+    if (options.tls !== undefined) {
+      if (!(this.server instanceof tls.Server)) throw new Error('this controller has no implicit-TLS listener');
+      this.server.setSecureContext(options.tls);
+    }
   }
 
   protected abstract listen(server: net.Server): Promise<void>;
@@ -74,11 +97,21 @@ abstract class BaseController implements AsyncDisposable {
   /** Binds and resolves once the server answers a connection with its 220 greeting. */
   async start(): Promise<void> {
     if (this.server !== null) throw new Error('controller already started');
-    const server = net.createServer((socket) => {
+    const serve = (socket: net.Socket) => {
       const smtp = this.factory();
       this.connections.add(smtp);
       void smtp.serve(socket).finally(() => this.connections.delete(smtp));
-    });
+    };
+    const tlsOptions = this.baseOptions.tls;
+    let server: net.Server;
+    if (tlsOptions === undefined) {
+      server = net.createServer(serve);
+    } else {
+      const handshakeTimeout = this.baseOptions.tlsHandshakeTimeout ?? 30_000;
+      server = tls.createServer({ handshakeTimeout, ...tlsOptions }, serve);
+      // A failed or stalled handshake costs that connection only.
+      server.on('tlsClientError', (error) => this.baseOptions.logger?.debug(`TLS handshake failed: ${error.message}`));
+    }
     this.server = server;
     try {
       await this.listen(server);
@@ -92,7 +125,10 @@ abstract class BaseController implements AsyncDisposable {
   /** Connects as a client and waits for `220`, as aiosmtpd's controller does. */
   private checkGreeting(timeout: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect(this.connectOptions());
+      const socket =
+        this.baseOptions.tls === undefined
+          ? net.connect(this.connectOptions())
+          : tls.connect({ ...this.connectOptions(), rejectUnauthorized: false } as tls.ConnectionOptions);
       let got = '';
       const fail = (error: Error) => {
         clearTimeout(timer);

@@ -20,6 +20,11 @@ export interface SMTPServer {
   readonly envelope: Envelope;
   /** Closes the connection after the pending replies are written. */
   close(): void;
+  /**
+   * For custom AUTH mechanisms: sends `334 <base64 challenge>` and resolves to the client's
+   * decoded answer; rejects when the client cancels (`*`) or sends bad base64.
+   */
+  challengeAuth(challenge: string | Buffer): Promise<Buffer>;
 }
 
 export type MaybePromise<T> = T | Promise<T>;
@@ -71,6 +76,11 @@ export interface Handler {
   handleQUIT?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string>;
   /** Default: 252 (RFC 5321 §3.5.3: cannot verify, will accept). */
   handleVRFY?(server: SMTPServer, session: Session, envelope: Envelope, address: string): MaybePromise<string>;
+  /**
+   * Takes over AUTH entirely (aiosmtpd's handle_AUTH): `args` is [mechanism, initial-response?].
+   * It may call server.challengeAuth and must set session.authenticated itself.
+   */
+  handleAUTH?(server: SMTPServer, session: Session, envelope: Envelope, args: string[]): MaybePromise<string>;
   /** Chooses the reply when another hook throws or rejects. Default: 451 without details. */
   handleException?(error: unknown): MaybePromise<string>;
 

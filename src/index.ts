@@ -12,4 +12,7 @@ export { Session, Envelope, formatPeer, type Peer, type TLSInfo, type MailOption
 export { UsageError, type Handler, type HandlerClass, type SMTPServer, type MaybePromise } from './handler.js';
 export { Reply } from './replies.js';
 export { Debugging, Sink, Mailbox, builtinHandlers } from './handlers/index.js';
+export { Message, AsyncMessage, type ParsedMail, type SimpleParserOptions } from './handlers/message.js';
+export { Proxy, type ProxyOptions } from './handlers/proxy.js';
+export { prepareMessage } from './handlers/headers.js';
 export { VERSION } from './version.js';

@@ -21,6 +21,27 @@ export const Reply = {
   TOO_MANY_UNRECOGNIZED: '421 4.7.0 Too many unrecognized commands, goodbye',
   TOO_MANY_ERRORS: '421 4.7.0 Too many errors, goodbye',
   HANDLER_ERROR: '451 4.3.0 Requested action aborted: error in processing',
+  TOO_MANY_AUTH_FAILURES: '421 4.7.0 Too many failed authentication attempts, goodbye',
+  AUTH_TEMPORARY_FAILURE: '454 4.7.0 Temporary authentication failure',
+
+  // STARTTLS and AUTH
+  READY_FOR_TLS: '220 2.0.0 Ready to start TLS',
+  AUTH_OK: '235 2.7.0 Authentication successful',
+  TLS_NOT_AVAILABLE: '502 5.5.1 Error: STARTTLS not available',
+  STARTTLS_SYNTAX: '501 5.5.4 Syntax: STARTTLS',
+  TLS_ALREADY_ACTIVE: '503 5.5.1 Error: TLS already active',
+  NEED_STARTTLS: '530 5.7.0 Must issue a STARTTLS command first',
+  NEED_AUTH: '530 5.7.0 Authentication required',
+  AUTH_NOT_AVAILABLE: '502 5.5.1 Error: AUTH not available',
+  AUTH_NEEDS_EHLO: '503 5.5.1 Error: send EHLO first',
+  AUTH_NEEDS_TLS: '538 5.7.11 Encryption required for requested authentication mechanism',
+  ALREADY_AUTHENTICATED: '503 5.5.1 Error: already authenticated',
+  AUTH_IN_TRANSACTION: '503 5.5.1 Error: AUTH not allowed during a mail transaction',
+  AUTH_SYNTAX: '501 5.5.4 Syntax: AUTH mechanism [initial-response]',
+  AUTH_UNKNOWN_MECHANISM: '504 5.5.4 Unrecognized authentication type',
+  AUTH_CANCELLED: '501 5.7.0 Authentication cancelled',
+  AUTH_BAD_RESPONSE: '501 5.5.2 Error: cannot decode response',
+  AUTH_FAILED: '535 5.7.8 Authentication credentials invalid',
 
   // 5xx
   BAD_SYNTAX: '500 5.5.2 Error: bad syntax',

@@ -9,8 +9,19 @@
  */
 import { hostname as osHostname } from 'node:os';
 import type { Socket } from 'node:net';
+import { TLSSocket, createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { isAscii, isUtf8 } from 'node:buffer';
 import { BARE_LF, Body, ChunkReader, CommandFramer, DataReader, LINE_TOO_LONG, type FramedLine } from './framing.js';
+import {
+  AuthCancelled,
+  AuthSyntaxError,
+  BUILTIN_MECHANISMS,
+  decodeResponse,
+  runMechanism,
+  type AuthData,
+  type AuthResult,
+  type Authenticator,
+} from './auth.js';
 import type { Handler, MaybePromise, SMTPServer } from './handler.js';
 import { afterKeyword, heloName, parseCommand, parseParams, parsePath, parseSize } from './parse.js';
 import { Reply, normalizeReply, tooManyCalls, unknownHelpTopic, unrecognized } from './replies.js';
@@ -52,6 +63,24 @@ export interface SMTPOptions {
   maxRecipients?: number;
   /** Pass unknown MAIL/RCPT parameters to the handler instead of answering 555. Default false. */
   acceptUnknownParameters?: boolean;
+  /** Offer STARTTLS (RFC 3207) with this context (or the options to make one). */
+  tlsContext?: SecureContext | SecureContextOptions;
+  /** Refuse everything but NOOP, EHLO, STARTTLS and QUIT before TLS (530). Default false. */
+  requireStartTLS?: boolean;
+  /** Milliseconds a TLS handshake may take before the connection is dropped. Default 30000. */
+  tlsHandshakeTimeout?: number;
+  /** Decides AUTH PLAIN/LOGIN/CRAM-MD5 credentials; without one those are not offered. */
+  authenticator?: Authenticator;
+  /** Refuse mail commands until the client authenticated (530). Default false. */
+  authRequired?: boolean;
+  /** Offer and accept AUTH only over TLS. Default true. */
+  authRequireTLS?: boolean;
+  /** Mechanisms not to offer, e.g. ['LOGIN']. */
+  authExcludeMechanism?: string[];
+  /** Built-in mechanisms that are off by default and should be offered: ['CRAM-MD5']. */
+  authIncludeMechanism?: string[];
+  /** Failed AUTH attempts per connection; the last gets 421 and a close. Default 3. */
+  maxAuthFailures?: number;
   logger?: Logger;
 }
 
@@ -63,7 +92,51 @@ const DEFAULTS = {
   maxErrors: 20,
   maxRecipients: 1000,
   callLimit: 20,
+  tlsHandshakeTimeout: 30_000,
+  maxAuthFailures: 3,
 };
+
+/** RFC 4954 §4: an AUTH line with an initial response may reach 12288 octets. */
+const AUTH_LINE_LIMIT = 12_288;
+/** RFC 3207 §4: what a client may say before STARTTLS when TLS is required. */
+const ALLOWED_BEFORE_STARTTLS = new Set(['NOOP', 'EHLO', 'LHLO', 'STARTTLS', 'QUIT']);
+/** What a client may say before AUTH when authentication is required. */
+const ALLOWED_BEFORE_AUTH = new Set(['AUTH', 'EHLO', 'LHLO', 'HELO', 'NOOP', 'RSET', 'QUIT', 'STARTTLS', 'HELP']);
+
+/** SecureContexts made from options, once per options object (making one parses certificates). */
+const contexts = new WeakMap<SecureContextOptions, SecureContext>();
+function secureContextOf(value: SecureContext | SecureContextOptions | undefined): SecureContext | null {
+  if (value === undefined) return null;
+  if ('context' in value && !('cert' in value) && !('key' in value) && !('pfx' in value)) return value as SecureContext;
+  const options = value as SecureContextOptions;
+  let context = contexts.get(options);
+  if (context === undefined) contexts.set(options, (context = createSecureContext(options)));
+  return context;
+}
+
+/** Mechanisms a handler defines as `authNAME` methods (aiosmtpd's `auth_NAME`): `authXOAUTH2`, `authCRAM_MD5`. */
+function handlerMechanisms(handler: Handler): Map<string, string> {
+  const found = new Map<string, string>();
+  for (let o: object | null = handler; o !== null && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
+    for (const key of Object.getOwnPropertyNames(o)) {
+      const m = /^auth([A-Z0-9_]+)$/.exec(key);
+      if (m !== null && typeof (handler as unknown as Record<string, unknown>)[key] === 'function') {
+        const name = m[1]!.replace(/_/g, '-');
+        if (!found.has(name)) found.set(name, key);
+      }
+    }
+  }
+  return found;
+}
+
+function tlsInfo(socket: TLSSocket) {
+  const cert = socket.getPeerCertificate();
+  return {
+    protocol: socket.getProtocol(),
+    cipher: socket.getCipher() ?? null,
+    peerCertificate: cert !== null && Object.keys(cert).length > 0 ? cert : null,
+  };
+}
 
 /** aiosmtpd's allowances over the base line limit for MAIL parameters (SIZE=, SMTPUTF8). */
 const SIZE_ALLOWANCE = 26;
@@ -139,6 +212,14 @@ export class SMTP implements SMTPServer {
   private errorCount = 0;
   private readonly callBudget: Map<string, number> | null;
   private readonly callLimitDefault: number;
+  private readonly secureContext: SecureContext | null;
+  /** Mechanism name → handler method name (or '' for a built-in one). */
+  private mechanisms: Map<string, string> | null = null;
+  private authFailures = 0;
+  /** Set while a SASL exchange waits for the client's next line. */
+  private lineWaiter: ((line: FramedLine | null) => void) | null = null;
+  private readonly onDataBound = (chunk: Buffer) => this.onData(chunk);
+  private readonly onDrainBound = () => this.onDrain();
 
   constructor(handler: Handler, options: SMTPOptions = {}) {
     this.handler = handler;
@@ -150,7 +231,8 @@ export class SMTP implements SMTPServer {
     this.decodeData = options.decodeData ?? false;
     this.timeout = options.timeout ?? DEFAULTS.timeout;
     this.logger = options.logger ?? silentLogger;
-    this.framer = new CommandFramer(this.lineLimit('MAIL'));
+    this.framer = new CommandFramer(Math.max(this.lineLimit('MAIL'), AUTH_LINE_LIMIT));
+    this.secureContext = secureContextOf(options.tlsContext);
     const limit = options.commandCallLimit;
     if (limit === undefined || limit === false) {
       this.callBudget = null;
@@ -167,6 +249,7 @@ export class SMTP implements SMTPServer {
   /** Longest line allowed for a verb, CRLF included. */
   protected lineLimit(verb: string): number {
     const base = this.options.commandSizeLimit ?? DEFAULTS.commandSizeLimit;
+    if (verb === 'AUTH') return Math.max(base, AUTH_LINE_LIMIT);
     if (verb !== 'MAIL') return base;
     return base + SIZE_ALLOWANCE + (this.enableSMTPUTF8 ? SMTPUTF8_ALLOWANCE : 0);
   }
@@ -179,18 +262,25 @@ export class SMTP implements SMTPServer {
     socket.setNoDelay(true);
     socket.setTimeout(this.timeout);
     const done = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.attach(socket);
     socket.on('timeout', () => this.onTimeout());
-    socket.on('drain', () => this.onDrain());
-    socket.on('error', (error) => this.logger.debug(`${formatPeer(this.session.peer)} socket error: ${error.message}`));
     socket.on('close', () => {
       this.closing = true;
       this.reader = null;
+      this.lineWaiter?.(null);
       this.logger.info(`${formatPeer(this.session.peer)} disconnected`);
     });
+    // Implicit TLS (RFC 8314): the handshake is done before the greeting.
+    if (socket instanceof TLSSocket && socket.encrypted) this.session.tls = tlsInfo(socket);
     this.push(`220 ${this.hostname} ${this.ident}`);
     this.flush();
     return done;
+  }
+
+  private attach(socket: Socket): void {
+    socket.on('data', this.onDataBound);
+    socket.on('drain', this.onDrainBound);
+    socket.on('error', (error) => this.logger.debug(`${formatPeer(this.session.peer)} socket error: ${error.message}`));
   }
 
   /** Writes what is pending and closes the connection. */
@@ -222,6 +312,14 @@ export class SMTP implements SMTPServer {
     if (this.reader !== null) this.feedBody(chunk);
     else if (this.chunk !== null) this.feedChunk(chunk);
     else this.framer.push(chunk);
+    if (this.lineWaiter !== null) {
+      const line = this.framer.next();
+      if (line === null) return;
+      const waiter = this.lineWaiter;
+      this.lineWaiter = null;
+      this.socket?.pause();
+      return waiter(line);
+    }
     if (this.busy) this.socket?.pause();
     else void this.pump();
   }
@@ -279,7 +377,7 @@ export class SMTP implements SMTPServer {
   private onTimeout(): void {
     if (this.closing) {
       this.socket?.destroy();
-    } else if (this.busy) {
+    } else if (this.busy && this.lineWaiter === null) {
       this.socket?.setTimeout(this.timeout); // a slow hook is not an idle client
     } else {
       this.logger.info(`${formatPeer(this.session.peer)} timed out`);
@@ -375,7 +473,9 @@ export class SMTP implements SMTPServer {
     } else {
       line = framed.toString('utf8');
     }
-    this.logger.debug(`${formatPeer(this.session.peer)} >> ${line.replace(/[\x00-\x1f]/g, '?')}`);
+    // AUTH lines carry credentials: log the verb and mechanism only.
+    const logged = /^AUTH /i.test(line) ? line.replace(/^(AUTH \S+).*$/is, '$1 ****') : line;
+    this.logger.debug(`${formatPeer(this.session.peer)} >> ${logged.replace(/[\x00-\x1f]/g, '?')}`);
     // NUL, bare CR and other controls have no place in a command (RFC 5321 §4.1.2).
     if (/[\x00-\x08\x0a-\x1f\x7f]/.test(line)) return this.respond(Reply.BAD_SYNTAX);
     const parsed = parseCommand(line);
@@ -386,6 +486,12 @@ export class SMTP implements SMTPServer {
       const budget = this.callBudget.get(verb) ?? this.callLimitDefault;
       if (budget < 1) return this.shutdown(tooManyCalls(verb));
       this.callBudget.set(verb, budget - 1);
+    }
+    if (this.options.requireStartTLS && this.session.tls === null && !ALLOWED_BEFORE_STARTTLS.has(verb)) {
+      return this.respond(Reply.NEED_STARTTLS);
+    }
+    if (this.options.authRequired && !this.session.authenticated && !ALLOWED_BEFORE_AUTH.has(verb)) {
+      return this.respond(Reply.NEED_AUTH);
     }
     return this.dispatch(verb, arg);
   }
@@ -417,6 +523,10 @@ export class SMTP implements SMTPServer {
         return this.respond(Reply.EXPN_NOT_IMPLEMENTED);
       case 'HELP':
         return this.help(arg);
+      case 'STARTTLS':
+        return this.startTLS(arg);
+      case 'AUTH':
+        return this.auth(arg);
       default:
         return this.unknown(verb);
     }
@@ -458,7 +568,13 @@ export class SMTP implements SMTPServer {
   protected extensions(): string[] {
     const ext = [this.dataSizeLimit > 0 ? `SIZE ${this.dataSizeLimit}` : 'SIZE', '8BITMIME', 'PIPELINING'];
     if (this.enableSMTPUTF8) ext.push('SMTPUTF8');
-    ext.push('ENHANCEDSTATUSCODES', 'CHUNKING', 'BINARYMIME', 'HELP');
+    ext.push('ENHANCEDSTATUSCODES', 'CHUNKING', 'BINARYMIME');
+    if (this.secureContext !== null && this.session.tls === null) ext.push('STARTTLS');
+    const mechanisms = this.authMechanisms();
+    if (mechanisms.size > 0 && (this.session.tls !== null || this.options.authRequireTLS === false)) {
+      ext.push(`AUTH ${[...mechanisms.keys()].join(' ')}`);
+    }
+    ext.push('HELP');
     return ext;
   }
 
@@ -720,6 +836,131 @@ export class SMTP implements SMTPServer {
         h.handleVRFY ? h.handleVRFY(this, this.session, this.envelope, address) : Reply.VRFY_DEFAULT,
       ),
     );
+  }
+
+  // ---- STARTTLS (RFC 3207) -------------------------------------------------------------
+
+  private startTLS(arg: string): void {
+    if (this.secureContext === null) return this.respond(Reply.TLS_NOT_AVAILABLE);
+    if (arg !== '') return this.respond(Reply.STARTTLS_SYNTAX);
+    if (this.session.tls !== null) return this.respond(Reply.TLS_ALREADY_ACTIVE);
+    if (this.needHelo()) return;
+    const raw = this.socket!;
+    // What the client pipelined behind STARTTLS came before the handshake: never run it
+    // (the STARTTLS command-injection class, CVE-2011-0411).
+    this.framer.takeRest();
+    this.push(Reply.READY_FOR_TLS);
+    this.flush();
+    raw.off('data', this.onDataBound);
+    raw.off('drain', this.onDrainBound);
+    const secure = new TLSSocket(raw, { isServer: true, secureContext: this.secureContext });
+    this.socket = secure;
+    this.attach(secure);
+    // RFC 3207 §4.2: forget everything learnt from the client before TLS.
+    const { peer, proxyData } = this.session;
+    this.session = new Session(peer);
+    this.session.proxyData = proxyData;
+    this.resetTransaction();
+    const timer = setTimeout(() => {
+      this.logger.info(`${formatPeer(peer)} TLS handshake timed out`);
+      secure.destroy();
+    }, this.options.tlsHandshakeTimeout ?? DEFAULTS.tlsHandshakeTimeout);
+    secure.once('secure', () => {
+      clearTimeout(timer);
+      this.session.tls = tlsInfo(secure);
+    });
+    secure.once('close', () => clearTimeout(timer));
+  }
+
+  // ---- AUTH (RFC 4954) -----------------------------------------------------------------
+
+  /** Offered mechanisms: built-ins when there is an authenticator, and the handler's own. */
+  private authMechanisms(): Map<string, string> {
+    if (this.mechanisms !== null) return this.mechanisms;
+    const o = this.options;
+    const exclude = new Set((o.authExcludeMechanism ?? []).map((m) => m.toUpperCase()));
+    const include = new Set((o.authIncludeMechanism ?? []).map((m) => m.toUpperCase()));
+    const found = new Map<string, string>();
+    if (o.authenticator !== undefined) {
+      for (const m of BUILTIN_MECHANISMS) if (m !== 'CRAM-MD5' || include.has(m)) found.set(m, '');
+    }
+    for (const [name, method] of handlerMechanisms(this.handler)) found.set(name, method);
+    for (const name of exclude) found.delete(name);
+    return (this.mechanisms = found);
+  }
+
+  /**
+   * Sends `334 <base64 challenge>` and returns the client's decoded answer (aiosmtpd's
+   * challenge_auth). Throws AuthCancelled on `*` and AuthSyntaxError on bad base64; custom
+   * mechanisms may let those propagate.
+   */
+  async challengeAuth(challenge: string | Buffer): Promise<Buffer> {
+    this.push(`334 ${Buffer.from(challenge).toString('base64')}`);
+    this.flush();
+    let line = this.framer.next();
+    if (line === null) {
+      line = await new Promise<FramedLine | null>((resolve) => {
+        this.lineWaiter = resolve;
+        this.socket?.resume();
+      });
+    }
+    if (line === null) throw new AuthCancelled('connection closed');
+    if (typeof line === 'symbol') throw new AuthSyntaxError('malformed response line');
+    return decodeResponse(line.toString('latin1'));
+  }
+
+  private async auth(arg: string): Promise<void> {
+    const mechanisms = this.authMechanisms();
+    if (mechanisms.size === 0) return this.respond(Reply.AUTH_NOT_AVAILABLE);
+    if (this.needHelo()) return;
+    if (!this.session.extendedSmtp) return this.respond(Reply.AUTH_NEEDS_EHLO);
+    if (this.session.tls === null && this.options.authRequireTLS !== false) return this.respond(Reply.AUTH_NEEDS_TLS);
+    if (this.session.authenticated) return this.respond(Reply.ALREADY_AUTHENTICATED);
+    if (this.envelope.mailFrom !== null) return this.respond(Reply.AUTH_IN_TRANSACTION);
+    const args = arg.split(' ');
+    if (arg === '' || args.length > 2) return this.respond(Reply.AUTH_SYNTAX);
+    const mechanism = args[0]!.toUpperCase();
+    const method = mechanisms.get(mechanism);
+    if (method === undefined) return this.respond(Reply.AUTH_UNKNOWN_MECHANISM);
+    let outcome: AuthResult;
+    let login: string | null = null;
+    try {
+      const h = this.handler;
+      if (h.handleAUTH !== undefined) {
+        // The handler takes over the whole exchange, as aiosmtpd's handle_AUTH.
+        return this.respond(await this.replyFrom(() => h.handleAUTH!(this, this.session, this.envelope, args)));
+      }
+      let result: AuthResult | boolean | null | undefined;
+      if (method === '') {
+        const initial = args[1] === undefined ? null : decodeResponse(args[1]);
+        const data: AuthData = await runMechanism(
+          mechanism as (typeof BUILTIN_MECHANISMS)[number],
+          initial,
+          { challenge: (c) => this.challengeAuth(c) },
+          this.hostname,
+        );
+        login = data.login;
+        result = await this.options.authenticator!(this, this.session, this.envelope, mechanism, data);
+      } else {
+        const custom = (h as unknown as Record<string, (server: SMTP, args: string[]) => MaybePromise<AuthResult | boolean | null>>)[method]!;
+        result = await custom.call(h, this, args);
+      }
+      outcome = typeof result === 'object' && result !== null ? result : { success: result === true };
+    } catch (error) {
+      if (error instanceof AuthCancelled) return this.respond(Reply.AUTH_CANCELLED);
+      if (error instanceof AuthSyntaxError) return this.respond(Reply.AUTH_BAD_RESPONSE);
+      this.logger.error(`${formatPeer(this.session.peer)} authenticator error`, error);
+      return this.respond(Reply.AUTH_TEMPORARY_FAILURE);
+    }
+    const message = outcome.message === undefined ? null : normalizeReply(outcome.message, true);
+    if (outcome.success === true) {
+      this.session.authenticated = true;
+      this.session.authData = outcome.authData ?? login;
+      return this.respond(message !== null && message.startsWith('2') ? message : Reply.AUTH_OK);
+    }
+    const max = this.options.maxAuthFailures ?? DEFAULTS.maxAuthFailures;
+    if (++this.authFailures >= max && max > 0) return this.shutdown(Reply.TOO_MANY_AUTH_FAILURES);
+    this.respond(message !== null && !message.startsWith('2') ? message : Reply.AUTH_FAILED);
   }
 
   protected helpCommands(): string[] {

@@ -2,13 +2,19 @@
 import type { HandlerClass } from '../handler.js';
 import { Debugging } from './debugging.js';
 import { Mailbox } from './mailbox.js';
+import { AsyncMessage, Message } from './message.js';
+import { Proxy } from './proxy.js';
 import { Sink } from './sink.js';
 
-export { Debugging, Mailbox, Sink };
+export { Debugging, Mailbox, Sink, Proxy, Message, AsyncMessage };
 
-/** Keyed by bare class name, as aiosmtpd's `-c aiosmtpd.handlers.Name` shortened to `-c Name`. */
+/**
+ * Keyed by bare class name, as aiosmtpd's `-c aiosmtpd.handlers.Name` shortened to `-c Name`.
+ * Message and AsyncMessage are abstract (a subclass is needed), so the CLI cannot build them.
+ */
 export const builtinHandlers: Record<string, HandlerClass> = {
   Debugging,
   Sink,
   Mailbox,
+  Proxy,
 };
