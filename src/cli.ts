@@ -3,7 +3,9 @@
  * tsmtpd: the command-line server, option for option aiosmtpd's
  * (`-n -c -s -u -d -l -v -h`, positional arguments for the handler's fromCli).
  */
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { pathToFileURL } from 'node:url';
 import { resolve as resolvePath } from 'node:path';
@@ -12,8 +14,9 @@ import { UsageError, type Handler, type HandlerClass } from './handler.js';
 import { builtinHandlers } from './handlers/index.js';
 import type { Logger } from './smtp.js';
 import { VERSION } from './version.js';
+import { runPrimary, type ListeningMessage } from './workers.js';
 
-const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--lmtp] [--unix PATH] [--unix-mode MODE] [classargs ...]`;
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--lmtp] [--unix PATH] [--unix-mode MODE] [--workers N] [--shutdown-timeout S] [classargs ...]`;
 
 const HELP = `${USAGE}
 
@@ -44,6 +47,10 @@ options:
   --no-requiretls       With --tlscert, accept mail without STARTTLS too.
   --smtpscert SMTPSCERT Certificate (PEM) for implicit TLS (SMTPS, RFC 8314) on the listener.
   --smtpskey SMTPSKEY   Private key (PEM) for implicit TLS.
+  --workers N           Serve from N processes (node:cluster) on the same listeners; 'auto' is one
+                        per core. A worker that dies is restarted. Default: 1.
+  --shutdown-timeout S  On SIGTERM/SIGINT, seconds open transactions may take to finish before
+                        421. Default: 10.
   -l [HOST:PORT], --listen [HOST:PORT]
                         Optional host and port to listen on. If the PORT part is not given, then
                         port 8025 is used. If only :PORT is given, then localhost is used for the
@@ -71,6 +78,9 @@ interface Args {
   requireTLS: boolean;
   smtpscert: string | null;
   smtpskey: string | null;
+  workers: number;
+  /** Seconds SIGTERM lets open transactions finish before 421. */
+  shutdownTimeout: number;
   classargs: string[];
 }
 
@@ -142,6 +152,23 @@ const OPTIONS: OptionSpec[] = [
   { long: 'no-requiretls', value: 'none', apply: (a) => void (a.requireTLS = false) },
   { long: 'smtpscert', value: 'required', apply: (a, v) => void (a.smtpscert = v!) },
   { long: 'smtpskey', value: 'required', apply: (a, v) => void (a.smtpskey = v!) },
+  {
+    long: 'workers',
+    value: 'required',
+    apply: (a, v) => {
+      if (v === 'auto') a.workers = availableParallelism();
+      else if (/^[1-9][0-9]{0,2}$/.test(v!)) a.workers = Number(v);
+      else throw new CliError(`argument --workers: expected a number of processes or 'auto': '${v}'`);
+    },
+  },
+  {
+    long: 'shutdown-timeout',
+    value: 'required',
+    apply: (a, v) => {
+      if (!/^[0-9]+(\.[0-9]+)?$/.test(v!)) throw new CliError(`argument --shutdown-timeout: expected seconds: '${v}'`);
+      a.shutdownTimeout = Number(v);
+    },
+  },
 ];
 
 /** Reads a certificate/key pair given on the command line; both or neither. */
@@ -173,6 +200,8 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     requireTLS: true,
     smtpscert: null,
     smtpskey: null,
+    workers: 1,
+    shutdownTimeout: 10,
     classargs: [],
   };
   for (let i = 0; i < argv.length; i++) {
@@ -316,6 +345,10 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
 
+  if (args.workers > 1 && cluster.isPrimary) {
+    return runPrimary(args.workers, (text) => process.stderr.write(`tsmtpd: ${text}\n`));
+  }
+
   const logger = stderrLogger(args.debug);
   const common = {
     dataSizeLimit: args.size,
@@ -363,7 +396,11 @@ async function main(argv: string[]): Promise<number> {
   if (args.setuid) dropPrivileges();
   const what = args.lmtp ? 'LMTP' : 'SMTP';
   const where = started.map((e) => e.label).join(', ');
-  process.stderr.write(`tsmtpd ${VERSION} (${what}) listening on ${where} (handler ${args.classpath})\n`);
+  if (cluster.isWorker) {
+    process.send?.({ tsmtpd: 'listening', where } satisfies ListeningMessage);
+  } else {
+    process.stderr.write(`tsmtpd ${VERSION} (${what}) listening on ${where} (handler ${args.classpath})\n`);
+  }
 
   // SIGHUP re-reads the certificates: renewed ones take effect without a restart.
   process.on('SIGHUP', () => {
@@ -382,7 +419,8 @@ async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
-  await Promise.all(started.map((e) => e.controller.stop()));
+  // Stop accepting; let transactions in flight finish up to the deadline, then 421.
+  await Promise.all(started.map((e) => e.controller.stop({ deadline: args.shutdownTimeout * 1000 })));
   return 0;
 }
 

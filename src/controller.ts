@@ -17,7 +17,7 @@ export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
    * (seconds) when set, else 5000.
    */
   readyTimeout?: number;
-  /** Milliseconds stop() lets connections close after their 421 before it cuts them. Default 1000. */
+  /** Milliseconds stop() lets a transaction in flight finish before it says 421. Default 1000. */
   stopTimeout?: number;
   /** Speak LMTP (RFC 2033) instead of SMTP. Default false. */
   lmtp?: boolean;
@@ -150,21 +150,34 @@ abstract class BaseController implements AsyncDisposable {
     });
   }
 
-  /** Closes the listener, says 421 on every open connection and closes them; frees the port. */
-  async stop(): Promise<void> {
+  /**
+   * Closes the listener and every connection, and frees the port. Connections between
+   * transactions get 421 at once; a transaction in flight may finish until `deadline` ms
+   * (default: `stopTimeout`, 1000), then gets 421 too. Nothing answered 250 is cut short.
+   */
+  async stop(options: { deadline?: number } = {}): Promise<void> {
     const server = this.server;
     if (server === null) return;
     this.server = null;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const smtp of this.connections) smtp.shutdown();
-    const grace = this.baseOptions.stopTimeout ?? 1000;
-    const timer = setTimeout(() => {
+    for (const smtp of this.connections) smtp.drain();
+    const deadline = options.deadline ?? this.baseOptions.stopTimeout ?? 1000;
+    const force = setTimeout(() => {
+      for (const smtp of this.connections) smtp.shutdown();
+    }, deadline);
+    // A client that ignores the 421 and keeps its side open is cut off shortly after.
+    const cut = setTimeout(() => {
       for (const smtp of this.connections) smtp.destroy();
-    }, grace);
-    if (!server.listening) server.emit('close');
+    }, deadline + 1000);
     await closed;
-    clearTimeout(timer);
+    clearTimeout(force);
+    clearTimeout(cut);
     await this.cleanup();
+  }
+
+  /** The graceful shutdown by name: `close({ deadline })` is `stop({ deadline })`. */
+  close(options: { deadline?: number } = {}): Promise<void> {
+    return this.stop(options);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

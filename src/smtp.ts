@@ -207,6 +207,7 @@ export class SMTP implements SMTPServer {
   private out: string[] = [];
   private busy = false;
   private closing = false;
+  private draining = false;
   private waitingForDrain = false;
   private unrecognizedCount = 0;
   private errorCount = 0;
@@ -300,6 +301,19 @@ export class SMTP implements SMTPServer {
     this.close();
   }
 
+  /**
+   * Graceful shutdown: a connection between transactions gets 421 now; one in a transaction
+   * finishes it (its body is read, its handler answers) and then gets 421.
+   */
+  drain(): void {
+    this.draining = true;
+    if (!this.busy && this.betweenTransactions()) this.shutdown();
+  }
+
+  private betweenTransactions(): boolean {
+    return this.envelope.mailFrom === null && this.reader === null && this.chunk === null && this.bdatBody === null;
+  }
+
   /** Drops the connection at once, without a reply. */
   destroy(): void {
     this.socket?.destroy();
@@ -359,6 +373,10 @@ export class SMTP implements SMTPServer {
           continue;
         }
         if (this.reader !== null || this.chunk !== null) break;
+        if (this.draining && this.betweenTransactions()) {
+          this.shutdown();
+          break;
+        }
         const line = this.framer.next();
         if (line === null) break;
         await this.command(line);
@@ -369,6 +387,7 @@ export class SMTP implements SMTPServer {
       this.socket?.destroy();
     } finally {
       this.busy = false;
+      if (this.draining && this.betweenTransactions()) this.shutdown();
       this.flush();
       if (!this.waitingForDrain && !this.closing) this.socket?.resume();
     }
