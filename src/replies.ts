@@ -42,6 +42,8 @@ export const Reply = {
   AUTH_CANCELLED: '501 5.7.0 Authentication cancelled',
   AUTH_BAD_RESPONSE: '501 5.5.2 Error: cannot decode response',
   AUTH_FAILED: '535 5.7.8 Authentication credentials invalid',
+  XCLIENT_SYNTAX: '501 5.5.4 Syntax: XCLIENT attribute=value [...]',
+  XCLIENT_IN_TRANSACTION: '503 5.5.1 Error: XCLIENT not allowed during a mail transaction',
 
   // 5xx
   BAD_SYNTAX: '500 5.5.2 Error: bad syntax',

@@ -42,6 +42,8 @@ export class Session {
   authenticated = false;
   authData: unknown = null;
   proxyData: unknown = null;
+  /** What a trusted proxy said of the original client with XCLIENT (Postfix). */
+  xclient: Record<string, string | null> | null = null;
   /** Free for the handler's own per-connection state. */
   data: Record<string, unknown> = {};
 

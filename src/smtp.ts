@@ -8,7 +8,7 @@
  * and written in one go when the input runs dry or a hook must be awaited (RFC 2920 §3.1).
  */
 import { hostname as osHostname } from 'node:os';
-import type { Socket } from 'node:net';
+import { BlockList, isIPv6, type Socket } from 'node:net';
 import { TLSSocket, createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { isAscii, isUtf8 } from 'node:buffer';
 import { BARE_LF, Body, ChunkReader, CommandFramer, DataReader, LINE_TOO_LONG, type FramedLine } from './framing.js';
@@ -27,6 +27,7 @@ import { afterKeyword, heloName, parseCommand, parseParams, parsePath, parseSize
 import { Reply, normalizeReply, tooManyCalls, unknownHelpTopic, unrecognized } from './replies.js';
 import { Envelope, Session, formatPeer, type MailOptions, type Peer, type RcptOptions } from './session.js';
 import { VERSION } from './version.js';
+import { parseXclient } from './xclient.js';
 
 export interface Logger {
   debug(message: string): void;
@@ -81,6 +82,11 @@ export interface SMTPOptions {
   authIncludeMechanism?: string[];
   /** Failed AUTH attempts per connection; the last gets 421 and a close. Default 3. */
   maxAuthFailures?: number;
+  /**
+   * Clients allowed to use Postfix's XCLIENT to name the original client: addresses or CIDR
+   * ranges ('10.0.0.0/8', '::1'). Default: none (XCLIENT not offered).
+   */
+  xclientAllow?: string[];
   logger?: Logger;
 }
 
@@ -102,6 +108,22 @@ const AUTH_LINE_LIMIT = 12_288;
 const ALLOWED_BEFORE_STARTTLS = new Set(['NOOP', 'EHLO', 'LHLO', 'STARTTLS', 'QUIT']);
 /** What a client may say before AUTH when authentication is required. */
 const ALLOWED_BEFORE_AUTH = new Set(['AUTH', 'EHLO', 'LHLO', 'HELO', 'NOOP', 'RSET', 'QUIT', 'STARTTLS', 'HELP']);
+
+/** Allow-lists built once per option array. */
+const blockLists = new WeakMap<string[], BlockList>();
+function allowListOf(entries: string[]): BlockList {
+  let list = blockLists.get(entries);
+  if (list !== undefined) return list;
+  list = new BlockList();
+  for (const entry of entries) {
+    const [address, bits] = entry.split('/');
+    const type = isIPv6(address!) ? 'ipv6' : 'ipv4';
+    if (bits === undefined) list.addAddress(address!, type);
+    else list.addSubnet(address!, Number(bits), type);
+  }
+  blockLists.set(entries, list);
+  return list;
+}
 
 /** SecureContexts made from options, once per options object (making one parses certificates). */
 const contexts = new WeakMap<SecureContextOptions, SecureContext>();
@@ -546,6 +568,9 @@ export class SMTP implements SMTPServer {
         return this.startTLS(arg);
       case 'AUTH':
         return this.auth(arg);
+      case 'XCLIENT':
+        if (this.xclientAllowed()) return this.xclient(arg);
+        return this.unknown(verb);
       default:
         return this.unknown(verb);
     }
@@ -593,6 +618,7 @@ export class SMTP implements SMTPServer {
     if (mechanisms.size > 0 && (this.session.tls !== null || this.options.authRequireTLS === false)) {
       ext.push(`AUTH ${[...mechanisms.keys()].join(' ')}`);
     }
+    if (this.xclientAllowed()) ext.push('XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT');
     ext.push('HELP');
     return ext;
   }
@@ -889,6 +915,42 @@ export class SMTP implements SMTPServer {
       this.session.tls = tlsInfo(secure);
     });
     secure.once('close', () => clearTimeout(timer));
+  }
+
+  // ---- XCLIENT (Postfix) --------------------------------------------------------------
+
+  /** XCLIENT is for the proxies the operator trusts, judged by the real (TCP) peer. */
+  private xclientAllowed(): boolean {
+    const allow = this.options.xclientAllow;
+    const socket = this.socket;
+    if (allow === undefined || allow.length === 0 || socket === null) return false;
+    const address = socket.remoteAddress;
+    if (address === undefined) return false;
+    return allowListOf(allow).check(address.replace(/^::ffff:/, ''), isIPv6(address) && !address.startsWith('::ffff:') ? 'ipv6' : 'ipv4');
+  }
+
+  private xclient(arg: string): void {
+    if (this.envelope.mailFrom !== null) return this.respond(Reply.XCLIENT_IN_TRANSACTION);
+    const data = parseXclient(arg);
+    if (data === null) return this.respond(Reply.XCLIENT_SYNTAX);
+    const peer = { ...this.session.peer };
+    if (data.ADDR) {
+      peer.address = data.ADDR;
+      peer.family = isIPv6(data.ADDR) ? 'IPv6' : 'IPv4';
+    }
+    if (data.PORT) peer.port = Number(data.PORT);
+    // As after a new connection: the client greets again (Postfix sends a fresh 220).
+    const { tls, proxyData } = this.session;
+    this.session = new Session(peer);
+    this.session.tls = tls;
+    this.session.proxyData = proxyData;
+    this.session.xclient = data;
+    if (data.LOGIN) {
+      this.session.authenticated = true;
+      this.session.authData = data.LOGIN;
+    }
+    this.resetTransaction();
+    this.push(`220 ${this.hostname} ${this.ident}`);
   }
 
   // ---- AUTH (RFC 4954) -----------------------------------------------------------------

@@ -1,0 +1,62 @@
+/**
+ * Pure parsing of Postfix's XCLIENT command (https://www.postfix.org/XCLIENT_README.html): a
+ * trusted proxy or filter in front of us names the original client, so the handler sees it.
+ */
+import { isIP } from 'node:net';
+
+export const XCLIENT_ATTRIBUTES = ['NAME', 'ADDR', 'PORT', 'PROTO', 'HELO', 'LOGIN', 'DESTADDR', 'DESTPORT'] as const;
+export type XClientAttribute = (typeof XCLIENT_ATTRIBUTES)[number];
+
+/** What the XCLIENT command said; `null` for [UNAVAILABLE] / [TEMPUNAVAIL]. */
+export type XClientData = Partial<Record<XClientAttribute, string | null>>;
+
+/** RFC 3461 §4 xtext: `+XX` hex escapes for bytes outside 33..126, `+` and `=`. */
+export function decodeXtext(text: string): string | null {
+  let out = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 33 || c > 126 || c === 0x3d) return null;
+    if (c !== 0x2b) {
+      out += text[i];
+      continue;
+    }
+    const hex = text.slice(i + 1, i + 3);
+    if (!/^[0-9A-F]{2}$/.test(hex)) return null;
+    out += String.fromCharCode(Number.parseInt(hex, 16));
+    i += 2;
+  }
+  return out;
+}
+
+/** Parses `NAME=x ADDR=y ...`; null on any syntax error or unknown attribute. */
+export function parseXclient(arg: string): XClientData | null {
+  if (arg === '') return null;
+  const data: XClientData = {};
+  for (const item of arg.split(' ')) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) return null;
+    const name = item.slice(0, eq).toUpperCase() as XClientAttribute;
+    if (!XCLIENT_ATTRIBUTES.includes(name) || name in data) return null;
+    const value = decodeXtext(item.slice(eq + 1));
+    if (value === null) return null;
+    if (value === '[UNAVAILABLE]' || value === '[TEMPUNAVAIL]') {
+      data[name] = null;
+      continue;
+    }
+    if (name === 'ADDR' || name === 'DESTADDR') {
+      const address = value.replace(/^IPV6:/i, '');
+      if (isIP(address) === 0) return null;
+      data[name] = address;
+    } else if (name === 'PORT' || name === 'DESTPORT') {
+      if (!/^[0-9]{1,5}$/.test(value) || Number(value) > 65535) return null;
+      data[name] = value;
+    } else if (name === 'PROTO') {
+      if (!/^E?SMTP$/i.test(value)) return null;
+      data[name] = value.toUpperCase();
+    } else {
+      if (/[\x00-\x1f\x7f]/.test(value)) return null;
+      data[name] = value;
+    }
+  }
+  return data;
+}
