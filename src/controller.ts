@@ -4,7 +4,9 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import { chmod, lstat, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, lstat, rename, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Handler } from './handler.js';
 import { LMTP } from './lmtp.js';
 import { SMTP, type SMTPOptions } from './smtp.js';
@@ -75,7 +77,13 @@ abstract class BaseController implements AsyncDisposable {
   factory(): SMTP {
     const { serverHostname, readyTimeout: _r, stopTimeout: _s, lmtp, tls: _t, ...smtp } = this.baseOptions;
     const Engine = lmtp === true ? LMTP : SMTP;
-    return new Engine(this.handler, { ...smtp, hostname: serverHostname, tlsContext: this.tlsContext });
+    // aiosmtpd's Controller enables SMTPUTF8 unless told otherwise (the bare SMTP class does not).
+    return new Engine(this.handler, {
+      enableSMTPUTF8: true,
+      ...smtp,
+      hostname: serverHostname,
+      tlsContext: this.tlsContext,
+    });
   }
 
   /**
@@ -227,16 +235,27 @@ export class UnixSocketController extends BaseController {
     this.mode = mode;
   }
 
+  /** Identity of the socket file we created, so stop() never removes another server's. */
+  private inode: { dev: number; ino: number; ctimeMs: number } | null = null;
+
   protected async listen(server: net.Server): Promise<void> {
-    await removeStaleSocket(this.unixSocket);
+    await checkSocketPath(this.unixSocket);
+    // Listen on a temporary name, set the mode, then rename into place: the socket never
+    // appears with the umask's permissions, a stale file is replaced atomically, and libuv
+    // (which unlinks the name it listened on when the server closes) never touches the
+    // final path, which may belong to another server by then.
+    const temp = join(dirname(this.unixSocket), `.tsmtpd-${process.pid}-${randomBytes(4).toString('hex')}.sock`);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.unixSocket, () => {
+      server.listen(temp, () => {
         server.off('error', reject);
         resolve();
       });
     });
-    if (this.mode !== undefined) await chmod(this.unixSocket, this.mode);
+    if (this.mode !== undefined) await chmod(temp, this.mode);
+    await rename(temp, this.unixSocket);
+    const { dev, ino, ctimeMs } = await lstat(this.unixSocket);
+    this.inode = { dev, ino, ctimeMs };
   }
 
   protected connectOptions(): net.NetConnectOpts {
@@ -244,15 +263,39 @@ export class UnixSocketController extends BaseController {
   }
 
   protected override async cleanup(): Promise<void> {
-    await removeStaleSocket(this.unixSocket);
+    const mine = this.inode;
+    this.inode = null;
+    if (mine === null) return;
+    try {
+      const now = await lstat(this.unixSocket);
+      // Inode numbers are reused at once on some file systems: the change time tells them apart.
+      if (now.dev === mine.dev && now.ino === mine.ino && now.ctimeMs === mine.ctimeMs) await unlink(this.unixSocket);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
   }
 }
 
-/** Removes a socket file left by an earlier run; never removes anything that is not a socket. */
-async function removeStaleSocket(path: string): Promise<void> {
+/**
+ * A socket file left by an earlier run may be replaced; a socket some live server still answers
+ * on may not (EADDRINUSE, as for a TCP port), nor anything that is not a socket.
+ */
+async function checkSocketPath(path: string): Promise<void> {
   try {
-    if ((await lstat(path)).isSocket()) await unlink(path);
+    if (!(await lstat(path)).isSocket()) {
+      throw Object.assign(new Error(`listen EADDRINUSE: ${path} exists and is not a socket`), { code: 'EADDRINUSE' });
+    }
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
   }
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw Object.assign(new Error(`listen EADDRINUSE: a server is running on ${path}`), { code: 'EADDRINUSE' });
 }

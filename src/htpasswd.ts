@@ -19,7 +19,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import bcrypt from 'bcryptjs';
-import type { Authenticator, AuthResult } from './auth.js';
+import type { Authenticator } from './auth.js';
 
 /** A line of an htpasswd file that is not `user:hash`. Carries the 1-based line number. */
 export class HtpasswdSyntaxError extends Error {
@@ -180,7 +180,7 @@ export async function verifyPassword(password: string, hash: string): Promise<bo
  */
 function dummyHash(users: Map<string, string>): string {
   let cost = 0;
-  let kinds = new Set<HashKind>();
+  const kinds = new Set<HashKind>();
   for (const hash of users.values()) {
     const kind = hashKind(hash);
     if (kind === null) continue;
@@ -198,7 +198,7 @@ function dummyHash(users: Map<string, string>): string {
 interface Loaded {
   users: Map<string, string>;
   dummy: string;
-  /** inode, size and mtime of the file as read (for reloadOnChange). */
+  /** Device, inode, size, mtime and ctime of the file as read (for reloadOnChange). */
   signature: string;
 }
 
@@ -242,21 +242,30 @@ export type HtpasswdAuthenticator = Authenticator & {
 export function htpasswdAuthenticator(path: string, options: HtpasswdOptions = {}): HtpasswdAuthenticator {
   let current: Loaded | null = null;
   let pending: Promise<Loaded> | null = null;
+  // Loads may overlap (reload() during a first use): the newest one started wins.
+  let started = 0;
+  let applied = 0;
 
-  const read = (): Promise<Loaded> => {
-    pending ??= load(path).finally(() => {
+  const fresh = async (): Promise<Loaded> => {
+    const mine = ++started;
+    const loaded = await load(path);
+    if (mine > applied) {
+      applied = mine;
+      current = loaded;
+    }
+    return current!;
+  };
+  const shared = (): Promise<Loaded> => {
+    pending ??= fresh().finally(() => {
       pending = null;
     });
     return pending;
   };
 
   const get = async (): Promise<Loaded> => {
-    if (current === null) {
-      current = await read();
-    } else if (options.reloadOnChange === true && (await signatureOf(path)) !== current.signature) {
-      // Fail closed: if the new file is bad, this throws and the old contents are not used.
-      current = await read();
-    }
+    if (current === null) return shared();
+    // Fail closed: if the changed file is bad, this throws and the old contents are not used.
+    if (options.reloadOnChange === true && (await signatureOf(path)) !== current.signature) return shared();
     return current;
   };
 
@@ -267,13 +276,13 @@ export function htpasswdAuthenticator(path: string, options: HtpasswdOptions = {
     const known = hash !== undefined && hashKind(hash) !== null;
     const ok = await verifyPassword(data.password, known ? hash : dummy);
     // RFC 4616: without an authorization policy, a user may only act as itself.
-    const authzOk = data.mechanism !== 'PLAIN' || data.authzid === undefined || data.authzid === data.login;
-    return known && ok && authzOk ? ({ success: true, authData: data.login } satisfies AuthResult) : { success: false };
+    const authzOk = data.authzid === undefined || data.authzid === data.login;
+    return known && ok && authzOk ? { success: true, authData: data.login } : { success: false };
   };
 
   return Object.assign(authenticate, {
     async reload(): Promise<void> {
-      current = await read();
+      await fresh();
     },
   });
 }

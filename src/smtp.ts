@@ -230,6 +230,8 @@ export class SMTP implements SMTPServer {
   private busy = false;
   private closing = false;
   private draining = false;
+  /** close() was called while a command ran: close once its reply is out. */
+  private closeRequested = false;
   private waitingForDrain = false;
   private unrecognizedCount = 0;
   private errorCount = 0;
@@ -287,6 +289,9 @@ export class SMTP implements SMTPServer {
     const done = new Promise<void>((resolve) => socket.once('close', () => resolve()));
     this.attach(socket);
     socket.on('timeout', () => this.onTimeout());
+    // A client's FIN means it is gone: what it pipelined and was not run yet never runs, so a
+    // client that vanishes mid-transaction delivers nothing. (Half-closing and still waiting
+    // for replies is not SMTP.)
     socket.on('close', () => {
       this.closing = true;
       this.reader = null;
@@ -306,8 +311,19 @@ export class SMTP implements SMTPServer {
     socket.on('error', (error) => this.logger.debug(`${formatPeer(this.session.peer)} socket error: ${error.message}`));
   }
 
-  /** Writes what is pending and closes the connection. */
+  /**
+   * Writes what is pending and closes the connection. Called from a hook, it waits until the
+   * hook's own reply is written.
+   */
   close(): void {
+    if (this.busy) {
+      this.closeRequested = true;
+      return;
+    }
+    this.closeNow();
+  }
+
+  private closeNow(): void {
     if (this.socket === null || this.closing) return;
     this.closing = true;
     this.flush();
@@ -320,7 +336,7 @@ export class SMTP implements SMTPServer {
   shutdown(reply: string = Reply.SHUTDOWN): void {
     if (this.closing) return;
     this.push(reply);
-    this.close();
+    this.closeNow();
   }
 
   /**
@@ -381,7 +397,7 @@ export class SMTP implements SMTPServer {
   private async pump(): Promise<void> {
     this.busy = true;
     try {
-      while (!this.closing) {
+      while (!this.closing && !this.closeRequested) {
         if (this.finishedBody !== null) {
           const body = this.finishedBody;
           this.finishedBody = null;
@@ -409,7 +425,8 @@ export class SMTP implements SMTPServer {
       this.socket?.destroy();
     } finally {
       this.busy = false;
-      if (this.draining && this.betweenTransactions()) this.shutdown();
+      if (this.closeRequested) this.closeNow();
+      else if (this.draining && this.betweenTransactions()) this.shutdown();
       this.flush();
       if (!this.waitingForDrain && !this.closing) this.socket?.resume();
     }
@@ -455,6 +472,8 @@ export class SMTP implements SMTPServer {
   /** Sends a reply to a command, counting errors toward the per-connection limit. */
   protected respond(reply: string): void {
     this.push(reply);
+    // RFC 5321 §3.8: 421 means the server closes, whoever chose the reply.
+    if (reply.startsWith('421')) return this.close();
     const c = reply.charCodeAt(0);
     if (c === 0x34 /* 4 */ || c === 0x35 /* 5 */) {
       const max = this.options.maxErrors ?? DEFAULTS.maxErrors;
@@ -476,7 +495,8 @@ export class SMTP implements SMTPServer {
         this.flush();
         result = await result;
       }
-      const reply = typeof result === 'string' ? normalizeReply(result, enhanced) : null;
+      // Only the engine may send 3xx (354, 334): from a hook it would desynchronize the client.
+      const reply = typeof result === 'string' && !result.startsWith('3') ? normalizeReply(result, enhanced) : null;
       if (reply === null) throw new TypeError(`handler returned an invalid reply: ${JSON.stringify(result)}`);
       return reply;
     } catch (error) {
@@ -490,7 +510,7 @@ export class SMTP implements SMTPServer {
     if (hook !== undefined) {
       try {
         const text = await hook.call(this.handler, error);
-        const reply = typeof text === 'string' ? normalizeReply(text, true) : null;
+        const reply = typeof text === 'string' && !text.startsWith('3') ? normalizeReply(text, true) : null;
         if (reply !== null) return reply;
       } catch (inner) {
         this.logger.error('handleException failed', inner);
@@ -596,13 +616,14 @@ export class SMTP implements SMTPServer {
     const name = heloName(arg);
     if (name === null) return this.respond(Reply.HELO_SYNTAX);
     this.resetTransaction();
+    const before = this.session.hostName;
     const h = this.handler;
     const reply = await this.replyFrom(
       () => (h.handleHELO ? h.handleHELO(this, this.session, this.envelope, name) : `250 ${this.hostname}`),
       false,
     );
     if (reply.startsWith('2')) {
-      this.session.hostName ??= name;
+      if (this.session.hostName === before) this.session.hostName = name; // unless the hook chose
       this.session.extendedSmtp = false;
     }
     this.respond(reply);
@@ -762,9 +783,14 @@ export class SMTP implements SMTPServer {
 
   private async endOfData(body: DataReader): Promise<void> {
     const env = this.envelope;
-    this.resetTransaction();
-    if (body.overflowed) return this.respond(Reply.DATA_TOO_BIG);
+    if (body.overflowed) {
+      this.resetTransaction();
+      return this.respond(Reply.DATA_TOO_BIG);
+    }
+    // server.envelope stays the hook's envelope until the reply; commands wait meanwhile.
+    this.bdatBody = null;
     await this.deliver(env, body.content());
+    this.resetTransaction();
   }
 
   /**
@@ -799,8 +825,9 @@ export class SMTP implements SMTPServer {
       return this.respond(Reply.DATA_TOO_BIG);
     }
     if (!info.last) return this.respond(`250 2.0.0 ${info.size} octets received`);
-    this.resetTransaction();
+    this.bdatBody = null;
     await this.deliver(env, body.content());
+    this.resetTransaction();
   }
 
   /** Hands a complete message to the handler and sends its reply (LMTP: one per recipient). */
@@ -809,7 +836,10 @@ export class SMTP implements SMTPServer {
     env.content = this.decodeData ? content.toString('utf8') : content;
     const h = this.handler;
     const perRecipient = h.handleDATA === undefined && h.handleDeliver !== undefined;
-    this.sendDeliveryReplies(perRecipient ? await this.perRecipient(env) : await this.dataReplies(env));
+    const replies = perRecipient ? await this.perRecipient(env) : await this.dataReplies(env);
+    // Postfix's hard error limit counts errors "without delivering mail": a delivery resets it.
+    if (replies.some((r) => r.startsWith('2'))) this.errorCount = this.unrecognizedCount = 0;
+    this.sendDeliveryReplies(replies);
   }
 
   /**

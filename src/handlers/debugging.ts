@@ -10,6 +10,9 @@ export class Debugging implements Handler {
 
   constructor(stream: NodeJS.WritableStream = process.stdout) {
     this.stream = stream;
+    // A closed stream (`tsmtpd | head`) must cost a reply, not the process: the error also
+    // reaches the write callback below.
+    if (stream.listenerCount('error') === 0) stream.on('error', () => {});
   }
 
   /** `-c Debugging [stdout|stderr]`, as aiosmtpd's from_cli. */
@@ -20,10 +23,11 @@ export class Debugging implements Handler {
     throw new UsageError('Debugging usage: [stdout|stderr]');
   }
 
-  handleDATA(_server: SMTPServer, session: Session, envelope: Envelope): string {
+  handleDATA(_server: SMTPServer, session: Session, envelope: Envelope): Promise<string> {
     // One write for the whole block: concurrent connections must not interleave their lines.
-    this.stream.write(formatMessage(session, envelope));
-    return '250 OK';
+    return new Promise((resolve, reject) => {
+      this.stream.write(formatMessage(session, envelope), (error) => (error ? reject(error) : resolve('250 OK')));
+    });
   }
 }
 
