@@ -13,10 +13,12 @@ import { Controller, UnixSocketController } from './controller.js';
 import { UsageError, type Handler, type HandlerClass } from './handler.js';
 import { builtinHandlers } from './handlers/index.js';
 import type { Logger } from './smtp.js';
+import type { Authenticator } from './auth.js';
+import { htpasswdAuthenticator, loadHtpasswd } from './htpasswd.js';
 import { VERSION } from './version.js';
 import { runPrimary, type ListeningMessage } from './workers.js';
 
-const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--lmtp] [--unix PATH] [--unix-mode MODE] [--workers N] [--shutdown-timeout S] [classargs ...]`;
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--workers N] [--shutdown-timeout S] [classargs ...]`;
 
 const HELP = `${USAGE}
 
@@ -47,6 +49,10 @@ options:
   --no-requiretls       With --tlscert, accept mail without STARTTLS too.
   --smtpscert SMTPSCERT Certificate (PEM) for implicit TLS (SMTPS, RFC 8314) on the listener.
   --smtpskey SMTPSKEY   Private key (PEM) for implicit TLS.
+  --auth-file PATH      Offer AUTH PLAIN and LOGIN (over TLS only) against an Apache htpasswd
+                        file (bcrypt as written by htpasswd -B, $apr1$, {SHA}); re-read when
+                        it changes.
+  --auth-required       Refuse mail until the client authenticated (530).
   --workers N           Serve from N processes (node:cluster) on the same listeners; 'auto' is one
                         per core. A worker that dies is restarted. Default: 1.
   --shutdown-timeout S  On SIGTERM/SIGINT, seconds open transactions may take to finish before
@@ -79,6 +85,8 @@ interface Args {
   smtpscert: string | null;
   smtpskey: string | null;
   workers: number;
+  authFile: string | null;
+  authRequired: boolean;
   /** Seconds SIGTERM lets open transactions finish before 421. */
   shutdownTimeout: number;
   classargs: string[];
@@ -152,6 +160,8 @@ const OPTIONS: OptionSpec[] = [
   { long: 'no-requiretls', value: 'none', apply: (a) => void (a.requireTLS = false) },
   { long: 'smtpscert', value: 'required', apply: (a, v) => void (a.smtpscert = v!) },
   { long: 'smtpskey', value: 'required', apply: (a, v) => void (a.smtpskey = v!) },
+  { long: 'auth-file', value: 'required', apply: (a, v) => void (a.authFile = v!) },
+  { long: 'auth-required', value: 'none', apply: (a) => void (a.authRequired = true) },
   {
     long: 'workers',
     value: 'required',
@@ -201,6 +211,8 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     smtpscert: null,
     smtpskey: null,
     workers: 1,
+    authFile: null,
+    authRequired: false,
     shutdownTimeout: 10,
     classargs: [],
   };
@@ -310,6 +322,7 @@ async function main(argv: string[]): Promise<number> {
   let handler: Handler;
   let starttls: { cert: Buffer; key: Buffer } | undefined;
   let smtps: { cert: Buffer; key: Buffer } | undefined;
+  let authenticator: Authenticator | undefined;
   try {
     args = parseArgs(argv);
     if (args === 'help') {
@@ -323,6 +336,19 @@ async function main(argv: string[]): Promise<number> {
     handler = makeHandler(await loadHandlerClass(args.classpath), args.classargs);
     starttls = readPair(args.tlscert, args.tlskey, '--tlscert and --tlskey');
     smtps = readPair(args.smtpscert, args.smtpskey, '--smtpscert and --smtpskey');
+    if (args.authFile !== null) {
+      if (starttls === undefined && smtps === undefined) {
+        throw new CliError('--auth-file needs --tlscert/--tlskey or --smtpscert/--smtpskey: AUTH is only offered over TLS');
+      }
+      try {
+        await loadHtpasswd(args.authFile); // a bad file stops us now, not at the first login
+      } catch (error) {
+        throw new CliError((error as Error).message);
+      }
+      authenticator = htpasswdAuthenticator(args.authFile, { reloadOnChange: true });
+    } else if (args.authRequired) {
+      throw new CliError('--auth-required needs --auth-file');
+    }
     // Fail now, with one line, on a certificate that does not load.
     for (const pair of [starttls, smtps]) {
       if (pair === undefined) continue;
@@ -359,6 +385,8 @@ async function main(argv: string[]): Promise<number> {
     // aiosmtpd: with a STARTTLS certificate, TLS is required unless --no-requiretls.
     requireStartTLS: starttls !== undefined && args.requireTLS,
     tls: smtps,
+    authenticator,
+    authRequired: args.authRequired,
   };
   // (label, controller) pairs. "localhost" means both loopbacks, so clients that resolve it
   // either way find the server; the ::1 half is optional (a machine may have no IPv6).

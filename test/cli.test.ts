@@ -122,11 +122,10 @@ describe('info options', () => {
   });
 
   test(
-    '-h lists the TLS options of DESIGN.md (--tlscert, --tlskey, --no-requiretls, --smtpscert, --smtpskey)',
-    { todo: 'TLS options are in DESIGN.md §2 but not implemented yet' },
+    '-h lists the TLS, AUTH, LMTP and scaling options',
     async () => {
       const r = await runCli(['-h']);
-      for (const option of ['--tlscert', '--tlskey', '--no-requiretls', '--smtpscert', '--smtpskey']) {
+      for (const option of ['--tlscert', '--tlskey', '--no-requiretls', '--smtpscert', '--smtpskey', '--auth-file', '--auth-required', '--lmtp', '--unix', '--unix-mode', '--workers', '--proxy-protocol']) {
         assert.ok(r.stdout.includes(option), `help lacks ${option}`);
       }
     },
