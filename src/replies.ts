@@ -20,6 +20,7 @@ export const Reply = {
   SHUTDOWN: '421 4.3.2 Service shutting down',
   TOO_MANY_UNRECOGNIZED: '421 4.7.0 Too many unrecognized commands, goodbye',
   TOO_MANY_ERRORS: '421 4.7.0 Too many errors, goodbye',
+  FORBIDDEN_COMMAND: '421 4.7.0 Error: this is an SMTP server, goodbye',
   HANDLER_ERROR: '451 4.3.0 Requested action aborted: error in processing',
   TOO_MANY_AUTH_FAILURES: '421 4.7.0 Too many failed authentication attempts, goodbye',
   AUTH_TEMPORARY_FAILURE: '454 4.7.0 Temporary authentication failure',

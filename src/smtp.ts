@@ -62,6 +62,12 @@ export interface SMTPOptions {
   maxErrors?: number;
   /** Recipients per message; past it RCPT gets 452 (RFC 5321 §4.5.3.1.8). Default 1000. */
   maxRecipients?: number;
+  /**
+   * Verbs that end the session at once with 421 (Postfix's smtpd_forbidden_commands): an HTTP
+   * request sent to the SMTP port (cross-protocol attacks) must not get to run its body as
+   * commands. Default ['CONNECT', 'GET', 'POST'].
+   */
+  forbiddenCommands?: string[];
   /** Pass unknown MAIL/RCPT parameters to the handler instead of answering 555. Default false. */
   acceptUnknownParameters?: boolean;
   /** Offer STARTTLS (RFC 3207) with this context (or the options to make one). */
@@ -101,6 +107,8 @@ const DEFAULTS = {
   tlsHandshakeTimeout: 30_000,
   maxAuthFailures: 3,
 };
+
+const FORBIDDEN_COMMANDS = ['CONNECT', 'GET', 'POST'];
 
 /** RFC 4954 §4: an AUTH line with an initial response may reach 12288 octets. */
 const AUTH_LINE_LIMIT = 12_288;
@@ -275,7 +283,8 @@ export class SMTP implements SMTPServer {
   protected lineLimit(verb: string): number {
     const base = this.options.commandSizeLimit ?? DEFAULTS.commandSizeLimit;
     if (verb === 'AUTH') return Math.max(base, AUTH_LINE_LIMIT);
-    if (verb !== 'MAIL') return base;
+    // aiosmtpd's allowances are for ESMTP parameters, so only after EHLO.
+    if (verb !== 'MAIL' || !this.session.extendedSmtp) return base;
     return base + SIZE_ALLOWANCE + (this.enableSMTPUTF8 ? SMTPUTF8_ALLOWANCE : 0);
   }
 
@@ -542,6 +551,7 @@ export class SMTP implements SMTPServer {
     const parsed = parseCommand(line);
     if (parsed === null) return this.respond(Reply.BAD_SYNTAX);
     const { verb, arg } = parsed;
+    if ((this.options.forbiddenCommands ?? FORBIDDEN_COMMANDS).includes(verb)) return this.shutdown(Reply.FORBIDDEN_COMMAND);
     if (framed.length + 2 > this.lineLimit(verb)) return this.respond(Reply.LINE_TOO_LONG);
     if (this.callBudget !== null) {
       const budget = this.callBudget.get(verb) ?? this.callLimitDefault;

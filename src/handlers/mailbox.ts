@@ -42,9 +42,25 @@ export class Mailbox implements Handler {
     return this.ready;
   }
 
-  async handleDATA(_server: SMTPServer, session: Session, envelope: Envelope): Promise<string> {
-    await this.deliver(session, envelope);
-    return '250 OK';
+  /**
+   * SMTP: one file for the message. LMTP (RFC 2033): one file per recipient, each with its own
+   * reply, so a failed write fails only that recipient.
+   */
+  async handleDATA(server: SMTPServer, session: Session, envelope: Envelope): Promise<string | string[]> {
+    if (!server.lmtp) {
+      await this.deliver(session, envelope);
+      return '250 OK';
+    }
+    const replies: string[] = [];
+    for (const rcpt of envelope.rcptTos) {
+      try {
+        await this.deliver(session, envelope, [rcpt]);
+        replies.push(`250 2.0.0 <${rcpt}> delivered`);
+      } catch {
+        replies.push(`451 4.3.0 <${rcpt}> delivery failed, try again later`);
+      }
+    }
+    return replies;
   }
 
   /**
