@@ -4,6 +4,7 @@
  * line to send ("250 OK", or several lines separated by CRLF); the engine adds an enhanced
  * status code when the reply lacks one.
  */
+import type { Readable } from 'node:stream';
 import type { Envelope, MailOptions, RcptOptions, Session } from './session.js';
 
 /** What a hook may know of the per-connection engine (the `SMTP` instance). */
@@ -65,6 +66,19 @@ export interface Handler {
    * one reply per message, sends the first failure, else the first reply.
    */
   handleDATA?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string | string[]>;
+  /**
+   * Streaming alternative to handleDATA: called when the body starts (after DATA's 354, or at
+   * the first BDAT chunk) with a Readable of the message bytes (dot-unstuffed), fed with
+   * backpressure as they arrive. It answers once it has read what it needs; if it settles
+   * before the end, the rest is read and dropped. Past the size limit the stream errors and
+   * the client gets 552 whatever the hook answers. envelope.content stays null.
+   */
+  handleDATAStream?(
+    server: SMTPServer,
+    session: Session,
+    envelope: Envelope,
+    stream: Readable,
+  ): MaybePromise<string | string[]>;
   /**
    * Per-recipient delivery, used when there is no handleDATA: called once per recipient, and a
    * throw fails only that recipient (LMTP). In SMTP one failure fails the whole message.

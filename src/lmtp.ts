@@ -22,6 +22,6 @@ export class LMTP extends SMTP {
 
   /** RFC 2033 §4.2: one reply per recipient that RCPT accepted, in order. */
   protected override sendDeliveryReplies(replies: string[]): void {
-    for (const reply of replies) this.respond(reply);
+    for (const reply of replies) this.respond(reply, false);
   }
 }

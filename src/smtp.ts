@@ -11,6 +11,7 @@ import { hostname as osHostname } from 'node:os';
 import { BlockList, isIPv6, type Socket } from 'node:net';
 import { TLSSocket, createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { isAscii, isUtf8 } from 'node:buffer';
+import { BodyStream } from './body-stream.js';
 import { BARE_LF, Body, ChunkReader, CommandFramer, DataReader, LINE_TOO_LONG, type FramedLine } from './framing.js';
 import {
   AuthCancelled,
@@ -109,6 +110,8 @@ const DEFAULTS = {
 };
 
 const FORBIDDEN_COMMANDS = ['CONNECT', 'GET', 'POST'];
+/** How long a closed connection may linger for the client to close its side. */
+const CLOSE_GRACE_MS = 5000;
 
 /** RFC 4954 §4: an AUTH line with an initial response may reach 12288 octets. */
 const AUTH_LINE_LIMIT = 12_288;
@@ -234,6 +237,8 @@ export class SMTP implements SMTPServer {
   private chunkInfo: { size: number; last: boolean; refusal: string | null } | null = null;
   private finishedChunk: { size: number; last: boolean; refusal: string | null } | null = null;
   private bdatBody: Body | null = null;
+  /** The streaming body of this transaction (handleDATAStream) and its pending replies. */
+  private stream: { body: BodyStream; replies: Promise<string[]> } | null = null;
   private out: string[] = [];
   private busy = false;
   private closing = false;
@@ -304,6 +309,7 @@ export class SMTP implements SMTPServer {
     socket.on('close', () => {
       this.closing = true;
       this.reader = null;
+      this.abortStream('connection lost');
       this.lineWaiter?.(null);
       this.logger.info(`${formatPeer(this.session.peer)} disconnected`);
     });
@@ -336,9 +342,14 @@ export class SMTP implements SMTPServer {
     if (this.socket === null || this.closing) return;
     this.closing = true;
     this.flush();
-    this.socket.end();
-    // A client that never closes its side must not keep the socket: destroy soon after.
-    this.socket.setTimeout(5000);
+    const socket = this.socket;
+    socket.end();
+    // Read and drop what the client still sends, so it can see our FIN and close; but a client
+    // that never closes its side (or never stops sending) loses the socket soon after.
+    socket.resume();
+    const cut = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+    cut.unref();
+    socket.once('close', () => clearTimeout(cut));
   }
 
   /** Says 421 and closes: used by controllers on stop. */
@@ -388,6 +399,7 @@ export class SMTP implements SMTPServer {
   private feedBody(chunk: Buffer): void {
     const reader = this.reader!;
     const rest = reader.push(chunk);
+    if (reader.overflowed) this.stream?.body.overflow(this.dataSizeLimit);
     if (rest === null) return;
     this.reader = null;
     this.finishedBody = reader;
@@ -396,6 +408,7 @@ export class SMTP implements SMTPServer {
 
   private feedChunk(chunk: Buffer): void {
     const rest = this.chunk!.push(chunk);
+    if (this.chunk!.body.overflowed) this.stream?.body.overflow(this.dataSizeLimit);
     if (rest === null) return;
     this.chunk = null;
     this.finishedChunk = this.chunkInfo;
@@ -437,13 +450,13 @@ export class SMTP implements SMTPServer {
       if (this.closeRequested) this.closeNow();
       else if (this.draining && this.betweenTransactions()) this.shutdown();
       this.flush();
-      if (!this.waitingForDrain && !this.closing) this.socket?.resume();
+      this.maybeResume();
     }
   }
 
   private onTimeout(): void {
     if (this.closing) {
-      this.socket?.destroy();
+      return;
     } else if (this.busy && this.lineWaiter === null) {
       this.socket?.setTimeout(this.timeout); // a slow hook is not an idle client
     } else {
@@ -475,14 +488,21 @@ export class SMTP implements SMTPServer {
 
   private onDrain(): void {
     this.waitingForDrain = false;
-    if (!this.busy && !this.closing) this.socket?.resume();
+    this.maybeResume();
+  }
+
+  /** Reads on unless something holds input back: a pending hook, unread replies, a slow body stream. */
+  private maybeResume(): void {
+    if (this.busy || this.waitingForDrain || this.closing || this.stream?.body.holding) return;
+    this.socket?.resume();
   }
 
   /** Sends a reply to a command, counting errors toward the per-connection limit. */
-  protected respond(reply: string): void {
+  protected respond(reply: string, countsAsError = true): void {
     this.push(reply);
     // RFC 5321 §3.8: 421 means the server closes, whoever chose the reply.
     if (reply.startsWith('421')) return this.close();
+    if (!countsAsError) return;
     const c = reply.charCodeAt(0);
     if (c === 0x34 /* 4 */ || c === 0x35 /* 5 */) {
       const max = this.options.maxErrors ?? DEFAULTS.maxErrors;
@@ -620,6 +640,32 @@ export class SMTP implements SMTPServer {
   private resetTransaction(): void {
     this.envelope = new Envelope();
     this.bdatBody = null;
+    this.abortStream('transaction aborted');
+  }
+
+  /**
+   * Starts handleDATAStream for a transaction whose body is about to arrive, if the handler
+   * has it; returns where body segments go.
+   */
+  private startStream(env: Envelope): ((segment: Buffer) => void) | undefined {
+    const h = this.handler;
+    if (h.handleDATAStream === undefined) return undefined;
+    const body = new BodyStream(
+      () => this.socket?.pause(),
+      () => this.maybeResume(),
+    );
+    const replies = this.dataReplies(env, () => h.handleDATAStream!(this, this.session, env, body.readable));
+    void replies.finally(() => body.handlerSettled());
+    this.stream = { body, replies };
+    return (segment) => body.push(segment);
+  }
+
+  private abortStream(why: string): void {
+    const stream = this.stream;
+    if (stream === null) return;
+    this.stream = null;
+    if (!stream.body.readable.destroyed) stream.body.readable.destroy(new Error(why));
+    stream.body.handlerSettled();
   }
 
   private async helo(arg: string): Promise<void> {
@@ -786,7 +832,7 @@ export class SMTP implements SMTPServer {
     if (this.bdatBody !== null) return this.respond(Reply.DATA_AFTER_BDAT);
     if (env.mailOptions.body === 'BINARYMIME') return this.respond(Reply.BINARYMIME_NEEDS_BDAT);
     this.push(Reply.START_DATA);
-    this.reader = new DataReader({ sizeLimit: this.dataSizeLimit });
+    this.reader = new DataReader({ sizeLimit: this.dataSizeLimit, onSegment: this.startStream(env) });
     const rest = this.framer.takeRest();
     if (rest.length > 0) this.feedBody(rest);
   }
@@ -794,12 +840,13 @@ export class SMTP implements SMTPServer {
   private async endOfData(body: DataReader): Promise<void> {
     const env = this.envelope;
     if (body.overflowed) {
-      this.resetTransaction();
-      return this.respond(Reply.DATA_TOO_BIG);
+      this.resetTransaction(); // a streaming handler already saw its stream fail
+      // LMTP: one 552 per recipient (RFC 2033 §4.2).
+      return this.sendDeliveryReplies(env.rcptTos.map(() => Reply.DATA_TOO_BIG));
     }
     // server.envelope stays the hook's envelope until the reply; commands wait meanwhile.
     this.bdatBody = null;
-    await this.deliver(env, body.content());
+    await this.deliver(env, body);
     this.resetTransaction();
   }
 
@@ -820,7 +867,8 @@ export class SMTP implements SMTPServer {
     if (this.session.hostName === null) refusal = Reply.NEED_HELO;
     else if (env.mailFrom === null) refusal = Reply.NEED_MAIL;
     else if (env.rcptTos.length === 0) refusal = Reply.NEED_RCPT;
-    const body = refusal === null ? (this.bdatBody ??= new Body(this.dataSizeLimit)) : new Body(0, () => {});
+    const body =
+      refusal === null ? (this.bdatBody ??= new Body(this.dataSizeLimit, this.startStream(env))) : new Body(0, () => {});
     this.chunk = new ChunkReader(size, body);
     this.chunkInfo = { size, last: m[2] !== undefined, refusal };
     this.feedChunk(this.framer.takeRest());
@@ -832,21 +880,33 @@ export class SMTP implements SMTPServer {
     const env = this.envelope;
     if (body.overflowed) {
       this.resetTransaction();
+      // At LAST the message's fate is told per recipient (LMTP); before, the chunk fails.
+      if (info.last) return this.sendDeliveryReplies(env.rcptTos.map(() => Reply.DATA_TOO_BIG));
       return this.respond(Reply.DATA_TOO_BIG);
     }
     if (!info.last) return this.respond(`250 2.0.0 ${info.size} octets received`);
     this.bdatBody = null;
-    await this.deliver(env, body.content());
+    await this.deliver(env, body);
     this.resetTransaction();
   }
 
   /** Hands a complete message to the handler and sends its reply (LMTP: one per recipient). */
-  private async deliver(env: Envelope, content: Buffer): Promise<void> {
-    env.originalContent = content;
-    env.content = this.decodeData ? content.toString('utf8') : content;
-    const h = this.handler;
-    const perRecipient = h.handleDATA === undefined && h.handleDeliver !== undefined;
-    const replies = perRecipient ? await this.perRecipient(env) : await this.dataReplies(env);
+  private async deliver(env: Envelope, body: { content(): Buffer }): Promise<void> {
+    let replies: string[];
+    const stream = this.stream;
+    if (stream !== null) {
+      // Streamed: the handler has had the body all along; it answers once it has read the end.
+      this.stream = null;
+      stream.body.end();
+      replies = await stream.replies;
+    } else {
+      const content = body.content();
+      env.originalContent = content;
+      env.content = this.decodeData ? content.toString('utf8') : content;
+      const h = this.handler;
+      const perRecipient = h.handleDATA === undefined && h.handleDeliver !== undefined;
+      replies = perRecipient ? await this.perRecipient(env) : await this.dataReplies(env);
+    }
     // Postfix's hard error limit counts errors "without delivering mail": a delivery resets it.
     if (replies.some((r) => r.startsWith('2'))) this.errorCount = this.unrecognizedCount = 0;
     this.sendDeliveryReplies(replies);
@@ -857,22 +917,28 @@ export class SMTP implements SMTPServer {
    * never answered 250 while a recipient's delivery failed (the client retries; nothing is lost).
    */
   protected sendDeliveryReplies(replies: string[]): void {
-    this.respond(replies.find((r) => !r.startsWith('2')) ?? replies[0]!);
+    // A refused delivery is no client error: it does not count toward maxErrors.
+    this.respond(replies.find((r) => !r.startsWith('2')) ?? replies[0]!, false);
   }
 
   /** handleDATA's reply as a list: one reply, or one per recipient when it returned a list. */
-  private async dataReplies(env: Envelope): Promise<string[]> {
+  private async dataReplies(
+    env: Envelope,
+    call: (() => MaybePromise<string | string[]>) | undefined = this.handler.handleDATA
+      ? () => this.handler.handleDATA!(this, this.session, env)
+      : undefined,
+  ): Promise<string[]> {
     const h = this.handler;
     const got: { list: string[] | null } = { list: null };
     const first = await this.replyFrom(() => {
-      if (h.handleDATA) {
+      if (call !== undefined) {
         const pick = (v: string | string[]): string => {
           if (!Array.isArray(v)) return v;
           if (v.length !== env.rcptTos.length) throw new TypeError('handleDATA must return one reply per recipient');
           got.list = v;
           return v[0]!;
         };
-        const r = h.handleDATA(this, this.session, env);
+        const r = call();
         return isThenable(r) ? r.then(pick) : pick(r);
       }
       if (h.processMessage) {

@@ -128,7 +128,7 @@ describe('Sink', () => {
 
   test('fromCli takes no arguments', () => {
     assert.ok(Sink.fromCli() instanceof Sink);
-    assert.throws(() => Sink.fromCli('x'), { name: 'UsageError', message: 'Sink takes no arguments' });
+    assert.throws(() => Sink.fromCli('x'), { name: 'UsageError', message: 'Sink usage: [stream]' });
   });
 });
 
