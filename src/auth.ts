@@ -4,7 +4,7 @@
  * The exchanges talk through a Conversation, so they are tested without sockets.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { MaybePromise, SMTPServer } from './handler.js';
+import type { Handler, MaybePromise, SMTPServer } from './handler.js';
 import type { Envelope, Session } from './session.js';
 
 /** What a mechanism extracted from the client, handed to the authenticator. */
@@ -113,3 +113,19 @@ export function verifyCramMD5(data: { challenge: string; digest: string }, passw
   const given = Buffer.from(data.digest, 'hex');
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
+
+/** Mechanisms a handler defines as `authNAME` methods (aiosmtpd's `auth_NAME`): `authXOAUTH2`, `authCRAM_MD5`. */
+export function handlerMechanisms(handler: Handler): Map<string, string> {
+  const found = new Map<string, string>();
+  for (let o: object | null = handler; o !== null && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
+    for (const key of Object.getOwnPropertyNames(o)) {
+      const m = /^auth([A-Z0-9_]+)$/.exec(key);
+      if (m !== null && typeof (handler as unknown as Record<string, unknown>)[key] === 'function') {
+        const name = m[1]!.replace(/_/g, '-');
+        if (!found.has(name)) found.set(name, key);
+      }
+    }
+  }
+  return found;
+}
+

@@ -12,13 +12,13 @@ import { resolve as resolvePath } from 'node:path';
 import { Controller, UnixSocketController } from './controller.js';
 import { UsageError, type Handler, type HandlerClass } from './handler.js';
 import { builtinHandlers } from './handlers/index.js';
-import type { Logger } from './smtp.js';
+import type { Logger } from './options.js';
 import type { Authenticator } from './auth.js';
 import { htpasswdAuthenticator, loadHtpasswd } from './htpasswd.js';
 import { VERSION } from './version.js';
 import { runPrimary, type ListeningMessage } from './workers.js';
 
-const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--workers N] [--shutdown-timeout S] [classargs ...]`;
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--workers N] [--shutdown-timeout S] [classargs ...]`;
 
 const HELP = `${USAGE}
 
@@ -53,6 +53,12 @@ options:
                         file (bcrypt as written by htpasswd -B, $apr1$, {SHA}); re-read when
                         it changes.
   --auth-required       Refuse mail until the client authenticated (530).
+  --proxy-protocol[=SECONDS]
+                        Expect a PROXY protocol v1/v2 header (HAProxy's send-proxy /
+                        send-proxy-v2) first on every connection, within SECONDS (default 5);
+                        the handler then sees the real client address.
+  --xclient-allow ADDRS Offer Postfix's XCLIENT to these clients (comma-separated addresses or
+                        CIDR ranges; may be repeated).
   --workers N           Serve from N processes (node:cluster) on the same listeners; 'auto' is one
                         per core. A worker that dies is restarted. Default: 1.
   --shutdown-timeout S  On SIGTERM/SIGINT, seconds open transactions may take to finish before
@@ -85,6 +91,9 @@ interface Args {
   smtpscert: string | null;
   smtpskey: string | null;
   workers: number;
+  /** Seconds to wait for a PROXY header; null: no PROXY protocol. */
+  proxyProtocol: number | null;
+  xclientAllow: string[];
   authFile: string | null;
   authRequired: boolean;
   /** Seconds SIGTERM lets open transactions finish before 421. */
@@ -116,7 +125,8 @@ function parseListen(value: string): { host: string; port: number } {
 interface OptionSpec {
   short?: string;
   long: string;
-  value: 'none' | 'required' | 'optional';
+  /** 'inline': the value may only be given as --name=VALUE (it is optional). */
+  value: 'none' | 'required' | 'optional' | 'inline';
   apply(args: Args, value: string | undefined): void | 'help' | 'version';
 }
 
@@ -160,6 +170,15 @@ const OPTIONS: OptionSpec[] = [
   { long: 'no-requiretls', value: 'none', apply: (a) => void (a.requireTLS = false) },
   { long: 'smtpscert', value: 'required', apply: (a, v) => void (a.smtpscert = v!) },
   { long: 'smtpskey', value: 'required', apply: (a, v) => void (a.smtpskey = v!) },
+  {
+    long: 'proxy-protocol',
+    value: 'inline',
+    apply: (a, v) => {
+      if (v !== undefined && !/^[0-9]+(\.[0-9]+)?$/.test(v)) throw new CliError(`argument --proxy-protocol: expected seconds: '${v}'`);
+      a.proxyProtocol = v === undefined ? 5 : Number(v);
+    },
+  },
+  { long: 'xclient-allow', value: 'required', apply: (a, v) => void a.xclientAllow.push(...v!.split(',')) },
   { long: 'auth-file', value: 'required', apply: (a, v) => void (a.authFile = v!) },
   { long: 'auth-required', value: 'none', apply: (a) => void (a.authRequired = true) },
   {
@@ -211,6 +230,8 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     smtpscert: null,
     smtpskey: null,
     workers: 1,
+    proxyProtocol: null,
+    xclientAllow: [],
     authFile: null,
     authRequired: false,
     shutdownTimeout: 10,
@@ -387,6 +408,8 @@ async function main(argv: string[]): Promise<number> {
     tls: smtps,
     authenticator,
     authRequired: args.authRequired,
+    proxyProtocolTimeout: args.proxyProtocol === null ? undefined : args.proxyProtocol * 1000,
+    xclientAllow: args.xclientAllow,
   };
   // (label, controller) pairs. "localhost" means both loopbacks, so clients that resolve it
   // either way find the server; the ::1 half is optional (a machine may have no IPv6).

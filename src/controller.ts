@@ -9,7 +9,8 @@ import { chmod, lstat, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Handler } from './handler.js';
 import { LMTP } from './lmtp.js';
-import { SMTP, type SMTPOptions } from './smtp.js';
+import type { SMTPOptions } from './options.js';
+import { SMTP } from './smtp.js';
 
 export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
   /** The name in the greeting and EHLO reply (SMTP's `hostname`). Default: the machine's name. */
@@ -44,6 +45,9 @@ function defaultReadyTimeout(): number {
   const env = Number.parseFloat(process.env.TSMTPD_CONTROLLER_TIMEOUT ?? '');
   return Number.isFinite(env) && env > 0 ? env * 1000 : 5000;
 }
+
+/** A PROXY protocol v2 header with the LOCAL command and no addresses. */
+const PROXY_V2_LOCAL = Buffer.concat([Buffer.from('\r\n\r\n\0\r\nQUIT\n', 'latin1'), Buffer.from([0x20, 0x00, 0x00, 0x00])]);
 
 function toContext(value: tls.SecureContext | tls.SecureContextOptions | undefined): tls.SecureContext | undefined {
   if (value === undefined) return undefined;
@@ -144,6 +148,9 @@ abstract class BaseController implements AsyncDisposable {
         reject(error);
       };
       const timer = setTimeout(() => fail(new Error(`server not ready within ${timeout} ms`)), timeout);
+      // Behind a load balancer the server waits for a PROXY header: send the health-check
+      // kind (v2 LOCAL), which keeps the socket's own address.
+      if (this.baseOptions.proxyProtocolTimeout) socket.write(PROXY_V2_LOCAL);
       socket.setEncoding('latin1');
       socket.on('data', (text: string) => {
         got += text;

@@ -5,6 +5,7 @@
  * status code when the reply lacks one.
  */
 import type { Readable } from 'node:stream';
+import type { ProxyData } from './proxy-protocol.js';
 import type { Envelope, MailOptions, RcptOptions, Session } from './session.js';
 
 /** What a hook may know of the per-connection engine (the `SMTP` instance). */
@@ -95,6 +96,12 @@ export interface Handler {
    * It may call server.challengeAuth and must set session.authenticated itself.
    */
   handleAUTH?(server: SMTPServer, session: Session, envelope: Envelope, args: string[]): MaybePromise<string>;
+  /**
+   * With proxyProtocolTimeout: called once the PROXY header is read, before the greeting;
+   * session.peer is already the client the proxy speaks for. Return true to go on; false (or a
+   * throw) drops the connection ungreeted. Default: accept.
+   */
+  handlePROXY?(server: SMTPServer, session: Session, envelope: Envelope, proxyData: ProxyData): MaybePromise<boolean>;
   /** Chooses the reply when another hook throws or rejects. Default: 451 without details. */
   handleException?(error: unknown): MaybePromise<string>;
 

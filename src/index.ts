@@ -1,4 +1,5 @@
-export { SMTP, type SMTPOptions, type Logger } from './smtp.js';
+export { SMTP } from './smtp.js';
+export type { SMTPOptions, Logger } from './options.js';
 export { LMTP } from './lmtp.js';
 export {
   Controller,

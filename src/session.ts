@@ -1,4 +1,5 @@
 /** The state a handler sees: Session lives for the connection, Envelope for one transaction. */
+import type { ProxyData } from './proxy-protocol.js';
 
 /** The client's address. For a Unix socket, `address` is the socket path and `port` is 0. */
 export interface Peer {
@@ -41,7 +42,8 @@ export class Session {
   tls: TLSInfo | null = null;
   authenticated = false;
   authData: unknown = null;
-  proxyData: unknown = null;
+  /** The PROXY protocol header, when the server expects one (proxyProtocolTimeout). */
+  proxyData: ProxyData | null = null;
   /** What a trusted proxy said of the original client with XCLIENT (Postfix). */
   xclient: Record<string, string | null> | null = null;
   /** Free for the handler's own per-connection state. */

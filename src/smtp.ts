@@ -8,8 +8,8 @@
  * and written in one go when the input runs dry or a hook must be awaited (RFC 2920 §3.1).
  */
 import { hostname as osHostname } from 'node:os';
-import { BlockList, isIPv6, type Socket } from 'node:net';
-import { TLSSocket, createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
+import { isIPv6, type Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
 import { isAscii, isUtf8 } from 'node:buffer';
 import { BodyStream } from './body-stream.js';
 import { BARE_LF, Body, ChunkReader, CommandFramer, DataReader, LINE_TOO_LONG, type FramedLine } from './framing.js';
@@ -18,96 +18,20 @@ import {
   AuthSyntaxError,
   BUILTIN_MECHANISMS,
   decodeResponse,
+  handlerMechanisms,
   runMechanism,
   type AuthData,
   type AuthResult,
-  type Authenticator,
 } from './auth.js';
+import { DEFAULTS, type Logger, type SMTPOptions } from './options.js';
+import { secureContextOf, tlsInfo } from './tls-info.js';
 import type { Handler, MaybePromise, SMTPServer } from './handler.js';
 import { afterKeyword, heloName, parseCommand, parseParams, parsePath, parseSize } from './parse.js';
 import { Reply, normalizeReply, tooManyCalls, unknownHelpTopic, unrecognized } from './replies.js';
 import { Envelope, Session, formatPeer, type MailOptions, type Peer, type RcptOptions } from './session.js';
+import { parseProxyHeader, type ProxyData } from './proxy-protocol.js';
 import { VERSION } from './version.js';
-import { parseXclient } from './xclient.js';
-
-export interface Logger {
-  debug(message: string): void;
-  info(message: string): void;
-  warn(message: string): void;
-  error(message: string, error?: unknown): void;
-}
-
-export interface SMTPOptions {
-  /** The name in the greeting and EHLO reply. Default: the machine's host name. */
-  hostname?: string;
-  /** The text after the hostname in the greeting. Default: `tsmtpd <version>`. */
-  ident?: string;
-  /** Idle time (ms) after which the server says 421 and closes. Default 300000 (5 minutes). */
-  timeout?: number;
-  /** Largest message in bytes, advertised with SIZE and enforced (552). 0: no limit. Default 33554432. */
-  dataSizeLimit?: number;
-  /** Advertise and accept SMTPUTF8 (RFC 6531). Default false. */
-  enableSMTPUTF8?: boolean;
-  /** Give handlers `envelope.content` as a UTF-8 string instead of a Buffer. Default false. */
-  decodeData?: boolean;
-  /** Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4). Default 512. */
-  commandSizeLimit?: number;
-  /**
-   * aiosmtpd's per-command call limit: true for 20 calls of each command per connection, a
-   * number for another limit, or a map from verb to limit with '*' for the rest. Default off.
-   */
-  commandCallLimit?: boolean | number | Record<string, number>;
-  /** Unrecognized commands per connection; the last one gets 421 and a close. Default 5. */
-  maxUnrecognizedCommands?: number;
-  /** Error replies (4xx/5xx) per connection before 421 and a close, as Postfix's hard limit. Default 20. */
-  maxErrors?: number;
-  /** Recipients per message; past it RCPT gets 452 (RFC 5321 §4.5.3.1.8). Default 1000. */
-  maxRecipients?: number;
-  /**
-   * Verbs that end the session at once with 421 (Postfix's smtpd_forbidden_commands): an HTTP
-   * request sent to the SMTP port (cross-protocol attacks) must not get to run its body as
-   * commands. Default ['CONNECT', 'GET', 'POST'].
-   */
-  forbiddenCommands?: string[];
-  /** Pass unknown MAIL/RCPT parameters to the handler instead of answering 555. Default false. */
-  acceptUnknownParameters?: boolean;
-  /** Offer STARTTLS (RFC 3207) with this context (or the options to make one). */
-  tlsContext?: SecureContext | SecureContextOptions;
-  /** Refuse everything but NOOP, EHLO, STARTTLS and QUIT before TLS (530). Default false. */
-  requireStartTLS?: boolean;
-  /** Milliseconds a TLS handshake may take before the connection is dropped. Default 30000. */
-  tlsHandshakeTimeout?: number;
-  /** Decides AUTH PLAIN/LOGIN/CRAM-MD5 credentials; without one those are not offered. */
-  authenticator?: Authenticator;
-  /** Refuse mail commands until the client authenticated (530). Default false. */
-  authRequired?: boolean;
-  /** Offer and accept AUTH only over TLS. Default true. */
-  authRequireTLS?: boolean;
-  /** Mechanisms not to offer, e.g. ['LOGIN']. */
-  authExcludeMechanism?: string[];
-  /** Built-in mechanisms that are off by default and should be offered: ['CRAM-MD5']. */
-  authIncludeMechanism?: string[];
-  /** Failed AUTH attempts per connection; the last gets 421 and a close. Default 3. */
-  maxAuthFailures?: number;
-  /**
-   * Clients allowed to use Postfix's XCLIENT to name the original client: addresses or CIDR
-   * ranges ('10.0.0.0/8', '::1'). Default: none (XCLIENT not offered).
-   */
-  xclientAllow?: string[];
-  logger?: Logger;
-}
-
-const DEFAULTS = {
-  timeout: 300_000,
-  dataSizeLimit: 33_554_432,
-  commandSizeLimit: 512,
-  maxUnrecognizedCommands: 5,
-  maxErrors: 20,
-  maxRecipients: 1000,
-  callLimit: 20,
-  tlsHandshakeTimeout: 30_000,
-  maxAuthFailures: 3,
-};
+import { allowListOf, parseXclient } from './xclient.js';
 
 const FORBIDDEN_COMMANDS = ['CONNECT', 'GET', 'POST'];
 /** How long a closed connection may linger for the client to close its side. */
@@ -119,57 +43,6 @@ const AUTH_LINE_LIMIT = 12_288;
 const ALLOWED_BEFORE_STARTTLS = new Set(['NOOP', 'EHLO', 'LHLO', 'STARTTLS', 'QUIT']);
 /** What a client may say before AUTH when authentication is required. */
 const ALLOWED_BEFORE_AUTH = new Set(['AUTH', 'EHLO', 'LHLO', 'HELO', 'NOOP', 'RSET', 'QUIT', 'STARTTLS', 'HELP']);
-
-/** Allow-lists built once per option array. */
-const blockLists = new WeakMap<string[], BlockList>();
-function allowListOf(entries: string[]): BlockList {
-  let list = blockLists.get(entries);
-  if (list !== undefined) return list;
-  list = new BlockList();
-  for (const entry of entries) {
-    const [address, bits] = entry.split('/');
-    const type = isIPv6(address!) ? 'ipv6' : 'ipv4';
-    if (bits === undefined) list.addAddress(address!, type);
-    else list.addSubnet(address!, Number(bits), type);
-  }
-  blockLists.set(entries, list);
-  return list;
-}
-
-/** SecureContexts made from options, once per options object (making one parses certificates). */
-const contexts = new WeakMap<SecureContextOptions, SecureContext>();
-function secureContextOf(value: SecureContext | SecureContextOptions | undefined): SecureContext | null {
-  if (value === undefined) return null;
-  if ('context' in value && !('cert' in value) && !('key' in value) && !('pfx' in value)) return value as SecureContext;
-  const options = value as SecureContextOptions;
-  let context = contexts.get(options);
-  if (context === undefined) contexts.set(options, (context = createSecureContext(options)));
-  return context;
-}
-
-/** Mechanisms a handler defines as `authNAME` methods (aiosmtpd's `auth_NAME`): `authXOAUTH2`, `authCRAM_MD5`. */
-function handlerMechanisms(handler: Handler): Map<string, string> {
-  const found = new Map<string, string>();
-  for (let o: object | null = handler; o !== null && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
-    for (const key of Object.getOwnPropertyNames(o)) {
-      const m = /^auth([A-Z0-9_]+)$/.exec(key);
-      if (m !== null && typeof (handler as unknown as Record<string, unknown>)[key] === 'function') {
-        const name = m[1]!.replace(/_/g, '-');
-        if (!found.has(name)) found.set(name, key);
-      }
-    }
-  }
-  return found;
-}
-
-function tlsInfo(socket: TLSSocket) {
-  const cert = socket.getPeerCertificate();
-  return {
-    protocol: socket.getProtocol(),
-    cipher: socket.getCipher() ?? null,
-    peerCertificate: cert !== null && Object.keys(cert).length > 0 ? cert : null,
-  };
-}
 
 /** aiosmtpd's allowances over the base line limit for MAIL parameters (SIZE=, SMTPUTF8). */
 const SIZE_ALLOWANCE = 26;
@@ -203,6 +76,15 @@ const silentLogger: Logger = {
 
 function isThenable<T>(value: MaybePromise<T>): value is Promise<T> {
   return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
+
+/** The client a PROXY header speaks for; null for LOCAL (health checks) and UNKNOWN. */
+function proxiedPeer(data: ProxyData): Peer | null {
+  if (data.command !== 'PROXY' || data.srcAddress === null) return null;
+  if (data.family === 'TCP4' || data.family === 'UDP4') return { address: data.srcAddress, port: data.srcPort ?? 0, family: 'IPv4' };
+  if (data.family === 'TCP6' || data.family === 'UDP6') return { address: data.srcAddress, port: data.srcPort ?? 0, family: 'IPv6' };
+  if (data.family === 'UNIX') return { address: data.srcAddress, port: 0, family: 'unix' };
+  return null;
 }
 
 function peerOf(socket: Socket): Peer {
@@ -245,6 +127,9 @@ export class SMTP implements SMTPServer {
   private draining = false;
   /** close() was called while a command ran: close once its reply is out. */
   private closeRequested = false;
+  /** The PROXY header read so far, while it is awaited; null otherwise. */
+  private proxyHeader: Buffer | null = null;
+  private proxyTimer: NodeJS.Timeout | null = null;
   private waitingForDrain = false;
   private unrecognizedCount = 0;
   private errorCount = 0;
@@ -315,9 +200,68 @@ export class SMTP implements SMTPServer {
     });
     // Implicit TLS (RFC 8314): the handshake is done before the greeting.
     if (socket instanceof TLSSocket && socket.encrypted) this.session.tls = tlsInfo(socket);
+    const proxyTimeout = this.options.proxyProtocolTimeout;
+    if (proxyTimeout !== undefined && proxyTimeout > 0) this.awaitProxyHeader(proxyTimeout);
+    else this.greet();
+    return done;
+  }
+
+  private greet(): void {
     this.push(`220 ${this.hostname} ${this.ident}`);
     this.flush();
-    return done;
+  }
+
+  /**
+   * PROXY protocol v1/v2 (HAProxy): the header must come first and within the timeout, else
+   * the connection is dropped without a greeting. Input is held until then.
+   */
+  private awaitProxyHeader(timeout: number): void {
+    this.proxyHeader = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      this.logger.info(`${formatPeer(this.session.peer)} no PROXY header within ${timeout} ms`);
+      this.destroy();
+    }, timeout);
+    this.socket!.once('close', () => clearTimeout(timer));
+    this.proxyTimer = timer;
+  }
+
+  private onProxyData(chunk: Buffer): void {
+    const buf = Buffer.concat([this.proxyHeader!, chunk]);
+    const parsed = parseProxyHeader(buf);
+    if (parsed.status === 'incomplete') {
+      this.proxyHeader = buf;
+      return;
+    }
+    clearTimeout(this.proxyTimer!);
+    this.proxyHeader = null;
+    if (parsed.status === 'invalid') {
+      this.logger.info(`${formatPeer(this.session.peer)} invalid PROXY header: ${parsed.reason}`);
+      return this.destroy();
+    }
+    const data = parsed.data;
+    const real = proxiedPeer(data);
+    if (real !== null) this.session.peer = real;
+    this.session.proxyData = data;
+    const rest = buf.subarray(parsed.length);
+    if (rest.length > 0) this.framer.push(rest);
+    this.busy = true;
+    this.socket?.pause();
+    void this.acceptProxy(data);
+  }
+
+  private async acceptProxy(data: ProxyData): Promise<void> {
+    const h = this.handler;
+    let accepted = true;
+    try {
+      if (h.handlePROXY !== undefined) accepted = (await h.handlePROXY(this, this.session, this.envelope, data)) === true;
+    } catch (error) {
+      this.logger.error(`${formatPeer(this.session.peer)} handlePROXY error`, error);
+      accepted = false;
+    }
+    this.busy = false;
+    if (!accepted) return this.destroy();
+    this.greet();
+    void this.pump();
   }
 
   private attach(socket: Socket): void {
@@ -381,6 +325,7 @@ export class SMTP implements SMTPServer {
 
   private onData(chunk: Buffer): void {
     if (this.closing) return;
+    if (this.proxyHeader !== null) return this.onProxyData(chunk);
     if (this.reader !== null) this.feedBody(chunk);
     else if (this.chunk !== null) this.feedChunk(chunk);
     else this.framer.push(chunk);

@@ -2,7 +2,7 @@
  * Pure parsing of Postfix's XCLIENT command (https://www.postfix.org/XCLIENT_README.html): a
  * trusted proxy or filter in front of us names the original client, so the handler sees it.
  */
-import { isIP } from 'node:net';
+import { BlockList, isIP, isIPv6 } from 'node:net';
 
 export const XCLIENT_ATTRIBUTES = ['NAME', 'ADDR', 'PORT', 'PROTO', 'HELO', 'LOGIN', 'DESTADDR', 'DESTPORT'] as const;
 export type XClientAttribute = (typeof XCLIENT_ATTRIBUTES)[number];
@@ -60,3 +60,20 @@ export function parseXclient(arg: string): XClientData | null {
   }
   return data;
 }
+
+/** Allow-lists built once per option array. */
+const blockLists = new WeakMap<string[], BlockList>();
+export function allowListOf(entries: string[]): BlockList {
+  let list = blockLists.get(entries);
+  if (list !== undefined) return list;
+  list = new BlockList();
+  for (const entry of entries) {
+    const [address, bits] = entry.split('/');
+    const type = isIPv6(address!) ? 'ipv6' : 'ipv4';
+    if (bits === undefined) list.addAddress(address!, type);
+    else list.addSubnet(address!, Number(bits), type);
+  }
+  blockLists.set(entries, list);
+  return list;
+}
+

@@ -1,0 +1,88 @@
+/** The options of the SMTP engine, with their defaults (aiosmtpd's, camel-cased, in ms). */
+import type { SecureContext, SecureContextOptions } from 'node:tls';
+import type { Authenticator } from './auth.js';
+
+export interface Logger {
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string, error?: unknown): void;
+}
+
+export interface SMTPOptions {
+  /** The name in the greeting and EHLO reply. Default: the machine's host name. */
+  hostname?: string;
+  /** The text after the hostname in the greeting. Default: `tsmtpd <version>`. */
+  ident?: string;
+  /** Idle time (ms) after which the server says 421 and closes. Default 300000 (5 minutes). */
+  timeout?: number;
+  /** Largest message in bytes, advertised with SIZE and enforced (552). 0: no limit. Default 33554432. */
+  dataSizeLimit?: number;
+  /** Advertise and accept SMTPUTF8 (RFC 6531). Default false. */
+  enableSMTPUTF8?: boolean;
+  /** Give handlers `envelope.content` as a UTF-8 string instead of a Buffer. Default false. */
+  decodeData?: boolean;
+  /** Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4). Default 512. */
+  commandSizeLimit?: number;
+  /**
+   * aiosmtpd's per-command call limit: true for 20 calls of each command per connection, a
+   * number for another limit, or a map from verb to limit with '*' for the rest. Default off.
+   */
+  commandCallLimit?: boolean | number | Record<string, number>;
+  /** Unrecognized commands per connection; the last one gets 421 and a close. Default 5. */
+  maxUnrecognizedCommands?: number;
+  /** Error replies (4xx/5xx) per connection before 421 and a close, as Postfix's hard limit. Default 20. */
+  maxErrors?: number;
+  /** Recipients per message; past it RCPT gets 452 (RFC 5321 §4.5.3.1.8). Default 1000. */
+  maxRecipients?: number;
+  /**
+   * Verbs that end the session at once with 421 (Postfix's smtpd_forbidden_commands): an HTTP
+   * request sent to the SMTP port (cross-protocol attacks) must not get to run its body as
+   * commands. Default ['CONNECT', 'GET', 'POST'].
+   */
+  forbiddenCommands?: string[];
+  /** Pass unknown MAIL/RCPT parameters to the handler instead of answering 555. Default false. */
+  acceptUnknownParameters?: boolean;
+  /** Offer STARTTLS (RFC 3207) with this context (or the options to make one). */
+  tlsContext?: SecureContext | SecureContextOptions;
+  /** Refuse everything but NOOP, EHLO, STARTTLS and QUIT before TLS (530). Default false. */
+  requireStartTLS?: boolean;
+  /** Milliseconds a TLS handshake may take before the connection is dropped. Default 30000. */
+  tlsHandshakeTimeout?: number;
+  /** Decides AUTH PLAIN/LOGIN/CRAM-MD5 credentials; without one those are not offered. */
+  authenticator?: Authenticator;
+  /** Refuse mail commands until the client authenticated (530). Default false. */
+  authRequired?: boolean;
+  /** Offer and accept AUTH only over TLS. Default true. */
+  authRequireTLS?: boolean;
+  /** Mechanisms not to offer, e.g. ['LOGIN']. */
+  authExcludeMechanism?: string[];
+  /** Built-in mechanisms that are off by default and should be offered: ['CRAM-MD5']. */
+  authIncludeMechanism?: string[];
+  /** Failed AUTH attempts per connection; the last gets 421 and a close. Default 3. */
+  maxAuthFailures?: number;
+  /**
+   * Clients allowed to use Postfix's XCLIENT to name the original client: addresses or CIDR
+   * ranges ('10.0.0.0/8', '::1'). Default: none (XCLIENT not offered).
+   */
+  xclientAllow?: string[];
+  /**
+   * Expect a PROXY protocol v1/v2 header (HAProxy) first on every connection, within this many
+   * ms (aiosmtpd's proxy_protocol_timeout); without one the connection is dropped, ungreeted.
+   * Default: off.
+   */
+  proxyProtocolTimeout?: number;
+  logger?: Logger;
+}
+
+export const DEFAULTS = {
+  timeout: 300_000,
+  dataSizeLimit: 33_554_432,
+  commandSizeLimit: 512,
+  maxUnrecognizedCommands: 5,
+  maxErrors: 20,
+  maxRecipients: 1000,
+  callLimit: 20,
+  tlsHandshakeTimeout: 30_000,
+  maxAuthFailures: 3,
+};
