@@ -18,3 +18,14 @@ export { Message, AsyncMessage, type ParsedMail, type SimpleParserOptions } from
 export { Proxy, type ProxyOptions } from './handlers/proxy.js';
 export { prepareMessage } from './handlers/headers.js';
 export { VERSION } from './version.js';
+export {
+  AuthCancelled,
+  AuthSyntaxError,
+  verifyCramMD5,
+  type AuthData,
+  type AuthResult,
+  type Authenticator,
+} from './auth.js';
+export { htpasswdAuthenticator, loadHtpasswd, parseHtpasswd, verifyPassword } from './htpasswd.js';
+export { parseProxyHeader, type ProxyData, type ProxyTLV, type ProxyParse } from './proxy-protocol.js';
+export type { XClientData } from './xclient.js';
