@@ -10,7 +10,9 @@ import { dirname, join } from 'node:path';
 import type { Handler } from './handler.js';
 import { LMTP } from './lmtp.js';
 import type { SMTPOptions } from './options.js';
+import { Reply } from './replies.js';
 import { SMTP } from './smtp.js';
+import { allowListOf } from './xclient.js';
 
 export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
   /** The name in the greeting and EHLO reply (SMTP's `hostname`). Default: the machine's name. */
@@ -26,7 +28,15 @@ export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
   lmtp?: boolean;
   /** Implicit TLS (SMTPS, RFC 8314): every connection starts with a TLS handshake. */
   tls?: tls.TlsOptions;
+  /** Open connections at most; past it a new one gets 421 and is closed. Default 10000. */
+  maxConnections?: number;
+  /** Open connections per client address (Postfix's smtpd_client_connection_count_limit). Default 50. */
+  maxConnectionsPerClient?: number;
+  /** Addresses or CIDR ranges free of the per-client limit. Default: loopback, as Postfix's mynetworks. */
+  connectionLimitExempt?: string[];
 }
+
+const CONNECTION_DEFAULTS = { max: 10_000, perClient: 50, exempt: ['127.0.0.0/8', '::1'] };
 
 export interface ControllerOptions extends BaseControllerOptions {
   /** Address to bind. Default: `::1` where IPv6 works, else `127.0.0.1`. */
@@ -79,7 +89,17 @@ abstract class BaseController implements AsyncDisposable {
 
   /** Makes the engine for one connection; subclasses (LMTP, custom commands) override it. */
   factory(): SMTP {
-    const { serverHostname, readyTimeout: _r, stopTimeout: _s, lmtp, tls: _t, ...smtp } = this.baseOptions;
+    const {
+      serverHostname,
+      readyTimeout: _r,
+      stopTimeout: _s,
+      lmtp,
+      tls: _t,
+      maxConnections: _m,
+      maxConnectionsPerClient: _p,
+      connectionLimitExempt: _e,
+      ...smtp
+    } = this.baseOptions;
     const Engine = lmtp === true ? LMTP : SMTP;
     // aiosmtpd's Controller enables SMTPUTF8 unless told otherwise (the bare SMTP class does not).
     return new Engine(this.handler, {
@@ -109,7 +129,31 @@ abstract class BaseController implements AsyncDisposable {
   /** Binds and resolves once the server answers a connection with its 220 greeting. */
   async start(): Promise<void> {
     if (this.server !== null) throw new Error('controller already started');
+    const o = this.baseOptions;
+    const perClient = new Map<string, number>();
+    const exempt = allowListOf(o.connectionLimitExempt ?? CONNECTION_DEFAULTS.exempt);
     const serve = (socket: net.Socket) => {
+      const address = socket.remoteAddress ?? '';
+      const v4 = address.replace(/^::ffff:/, '');
+      const free = address === '' || exempt.check(v4, net.isIPv6(v4) ? 'ipv6' : 'ipv4');
+      const mine = (perClient.get(address) ?? 0) + 1;
+      if (
+        this.connections.size >= (o.maxConnections ?? CONNECTION_DEFAULTS.max) ||
+        (!free && mine > (o.maxConnectionsPerClient ?? CONNECTION_DEFAULTS.perClient))
+      ) {
+        socket.on('error', () => {});
+        socket.end(`${Reply.TOO_MANY_CONNECTIONS}\r\n`);
+        setTimeout(() => socket.destroy(), 1000).unref();
+        return;
+      }
+      if (!free) {
+        perClient.set(address, mine);
+        socket.once('close', () => {
+          const n = (perClient.get(address) ?? 1) - 1;
+          if (n === 0) perClient.delete(address);
+          else perClient.set(address, n);
+        });
+      }
       const smtp = this.factory();
       this.connections.add(smtp);
       void smtp.serve(socket).finally(() => this.connections.delete(smtp));

@@ -16,6 +16,12 @@ export interface SMTPOptions {
   ident?: string;
   /** Idle time (ms) after which the server says 421 and closes. Default 300000 (5 minutes). */
   timeout?: number;
+  /**
+   * Whole-body deadline (ms) from DATA (or the first BDAT) to the end of the message, so a
+   * client trickling a byte at a time cannot hold a connection forever. 421 at expiry.
+   * Default 600000 (10 minutes); 0: none.
+   */
+  dataTimeout?: number;
   /** Largest message in bytes, advertised with SIZE and enforced (552). 0: no limit. Default 33554432. */
   dataSizeLimit?: number;
   /** Advertise and accept SMTPUTF8 (RFC 6531). Default false. */
@@ -77,6 +83,7 @@ export interface SMTPOptions {
 
 export const DEFAULTS = {
   timeout: 300_000,
+  dataTimeout: 600_000,
   dataSizeLimit: 33_554_432,
   commandSizeLimit: 512,
   maxUnrecognizedCommands: 5,

@@ -20,6 +20,8 @@ export const Reply = {
   SHUTDOWN: '421 4.3.2 Service shutting down',
   TOO_MANY_UNRECOGNIZED: '421 4.7.0 Too many unrecognized commands, goodbye',
   TOO_MANY_ERRORS: '421 4.7.0 Too many errors, goodbye',
+  TOO_MANY_CONNECTIONS: '421 4.7.0 Error: too many connections, try again later',
+  DATA_TIMEOUT: '421 4.4.2 Error: message transfer took too long',
   FORBIDDEN_COMMAND: '421 4.7.0 Error: this is an SMTP server, goodbye',
   HANDLER_ERROR: '451 4.3.0 Requested action aborted: error in processing',
   TOO_MANY_AUTH_FAILURES: '421 4.7.0 Too many failed authentication attempts, goodbye',

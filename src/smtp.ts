@@ -130,6 +130,8 @@ export class SMTP implements SMTPServer {
   /** The PROXY header read so far, while it is awaited; null otherwise. */
   private proxyHeader: Buffer | null = null;
   private proxyTimer: NodeJS.Timeout | null = null;
+  /** The whole-body deadline of the transaction in progress. */
+  private dataTimer: NodeJS.Timeout | null = null;
   private waitingForDrain = false;
   private unrecognizedCount = 0;
   private errorCount = 0;
@@ -194,6 +196,7 @@ export class SMTP implements SMTPServer {
     socket.on('close', () => {
       this.closing = true;
       this.reader = null;
+      this.stopDataTimer();
       this.abortStream('connection lost');
       this.lineWaiter?.(null);
       this.logger.info(`${formatPeer(this.session.peer)} disconnected`);
@@ -585,6 +588,7 @@ export class SMTP implements SMTPServer {
   private resetTransaction(): void {
     this.envelope = new Envelope();
     this.bdatBody = null;
+    this.stopDataTimer();
     this.abortStream('transaction aborted');
   }
 
@@ -603,6 +607,24 @@ export class SMTP implements SMTPServer {
     void replies.finally(() => body.handlerSettled());
     this.stream = { body, replies };
     return (segment) => body.push(segment);
+  }
+
+  /** One timer per transaction, not per line: armed when the body starts. */
+  private startDataTimer(): void {
+    const ms = this.options.dataTimeout ?? DEFAULTS.dataTimeout;
+    if (ms <= 0 || this.dataTimer !== null) return;
+    this.dataTimer = setTimeout(() => {
+      this.dataTimer = null;
+      this.logger.info(`${formatPeer(this.session.peer)} message transfer took longer than ${ms} ms`);
+      this.shutdown(Reply.DATA_TIMEOUT);
+    }, ms);
+    this.dataTimer.unref();
+  }
+
+  private stopDataTimer(): void {
+    if (this.dataTimer === null) return;
+    clearTimeout(this.dataTimer);
+    this.dataTimer = null;
   }
 
   private abortStream(why: string): void {
@@ -777,6 +799,7 @@ export class SMTP implements SMTPServer {
     if (this.bdatBody !== null) return this.respond(Reply.DATA_AFTER_BDAT);
     if (env.mailOptions.body === 'BINARYMIME') return this.respond(Reply.BINARYMIME_NEEDS_BDAT);
     this.push(Reply.START_DATA);
+    this.startDataTimer();
     this.reader = new DataReader({ sizeLimit: this.dataSizeLimit, onSegment: this.startStream(env) });
     const rest = this.framer.takeRest();
     if (rest.length > 0) this.feedBody(rest);
@@ -784,6 +807,7 @@ export class SMTP implements SMTPServer {
 
   private async endOfData(body: DataReader): Promise<void> {
     const env = this.envelope;
+    this.stopDataTimer(); // the body is in; the handler's time is not the client's
     if (body.overflowed) {
       this.resetTransaction(); // a streaming handler already saw its stream fail
       // LMTP: one 552 per recipient (RFC 2033 §4.2).
@@ -814,6 +838,7 @@ export class SMTP implements SMTPServer {
     else if (env.rcptTos.length === 0) refusal = Reply.NEED_RCPT;
     const body =
       refusal === null ? (this.bdatBody ??= new Body(this.dataSizeLimit, this.startStream(env))) : new Body(0, () => {});
+    if (refusal === null) this.startDataTimer();
     this.chunk = new ChunkReader(size, body);
     this.chunkInfo = { size, last: m[2] !== undefined, refusal };
     this.feedChunk(this.framer.takeRest());
@@ -821,6 +846,7 @@ export class SMTP implements SMTPServer {
 
   private async endOfChunk(info: { size: number; last: boolean; refusal: string | null }): Promise<void> {
     if (info.refusal !== null) return this.respond(info.refusal);
+    if (info.last) this.stopDataTimer();
     const body = this.bdatBody!;
     const env = this.envelope;
     if (body.overflowed) {

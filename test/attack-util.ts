@@ -5,7 +5,8 @@
  */
 import net from 'node:net';
 import { RawClient, Recorder, type SMTPReply } from './helpers.js';
-import { SMTP, type SMTPOptions } from '../src/smtp.js';
+import { SMTP } from '../src/smtp.js';
+import type { SMTPOptions } from '../src/options.js';
 import type { Handler } from '../src/handler.js';
 import type { Envelope, MailOptions, RcptOptions, Session } from '../src/session.js';
 

@@ -3,7 +3,7 @@
  * tests share). Every wait is bounded by RawClient's own timeouts.
  */
 import assert from 'node:assert/strict';
-import type { Logger } from '../src/smtp.js';
+import type { Logger } from '../src/options.js';
 import type { RawClient, SMTPReply } from './helpers.js';
 
 /** RFC 3463 enhanced status code right after the reply code, on one line. */
