@@ -71,3 +71,19 @@ export function isAlive(pid) {
   const f = statFields(pid);
   return f !== null && f[0] !== 'Z';
 }
+
+/** Busy and total CPU time of the whole machine so far, in seconds (from /proc/stat). */
+export function machineCpu() {
+  const f = readFileSync('/proc/stat', 'latin1').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
+  const busy = user + nice + system + irq + softirq + (steal || 0);
+  return { busy: busy / CLK_TCK, total: (busy + idle + (iowait || 0)) / CLK_TCK };
+}
+
+/** CPU time of this process and of its children that have been waited for, in seconds. */
+export function selfAndChildrenCpu() {
+  const f = statFields(process.pid);
+  if (!f) return { self: 0, children: 0 };
+  return { self: (Number(f[11]) + Number(f[12])) / CLK_TCK, children: (Number(f[13]) + Number(f[14])) / CLK_TCK };
+}

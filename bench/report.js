@@ -97,8 +97,8 @@ export function detailTable(rows) {
   const range = (vals, f) => (vals.length === 0 ? '–'
     : vals.length === 1 ? f(vals[0]) : `${f(median(vals))} (${f(Math.min(...vals))}–${f(Math.max(...vals))})`);
   const lines = [
-    '| scenario | server | ok runs | load from | result (min–max) | server CPU µs/msg | peak RSS MiB |',
-    '|---|---|---|---|---:|---:|---:|',
+    '| scenario | server | ok runs | load from | result (min–max) | server CPU µs/msg | peak RSS MiB | client CPU µs/msg | background CPU % |',
+    '|---|---|---|---|---:|---:|---:|---:|---:|',
   ];
   for (const sc of scenarios) {
     for (const sv of servers) {
@@ -108,7 +108,9 @@ export function detailTable(rows) {
       lines.push(`| ${sc} | ${sv} | ${g.ok.length}/${g.all.length} | ${loadgens} | ` +
         `${range(g.ok.map(metricOf), (v) => fmt(v, sc))} ${unitOf(sc)} | ` +
         `${sc === 'idle' ? '–' : range(g.ok.map((r) => r.cpu_us_per_msg), fmtInt)} | ` +
-        `${range(g.ok.map((r) => r.hwm_kb / 1024), fmt1)} |`);
+        `${range(g.ok.map((r) => r.hwm_kb / 1024), fmt1)} | ` +
+        `${sc === 'idle' ? '–' : range(g.ok.map((r) => (r.client_cpu_s / r.count) * 1e6), fmtInt)} | ` +
+        `${sc === 'idle' ? '–' : range(g.ok.map((r) => r.background_cpu_pct), fmtInt)} |`);
     }
   }
   const bad = rows.filter((r) => !r.ok);

@@ -166,7 +166,11 @@ abstract class BaseController implements AsyncDisposable {
       const handshakeTimeout = this.baseOptions.tlsHandshakeTimeout ?? 30_000;
       server = tls.createServer({ handshakeTimeout, ...tlsOptions }, serve);
       // A failed or stalled handshake costs that connection only.
-      server.on('tlsClientError', (error) => this.baseOptions.logger?.debug(`TLS handshake failed: ${error.message}`));
+      // Node emits this on a handshake timeout but leaves the socket open: close it.
+      server.on('tlsClientError', (error, socket) => {
+        this.baseOptions.logger?.debug(`TLS handshake failed: ${error.message}`);
+        socket.destroy();
+      });
     }
     this.server = server;
     try {

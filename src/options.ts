@@ -53,6 +53,8 @@ export interface SMTPOptions {
   tlsContext?: SecureContext | SecureContextOptions;
   /** Refuse everything but NOOP, EHLO, STARTTLS and QUIT before TLS (530). Default false. */
   requireStartTLS?: boolean;
+  /** Ask STARTTLS clients for a certificate (kept in session.tls.peerCertificate). Default false. */
+  tlsRequestCert?: boolean;
   /** Milliseconds a TLS handshake may take before the connection is dropped. Default 30000. */
   tlsHandshakeTimeout?: number;
   /** Decides AUTH PLAIN/LOGIN/CRAM-MD5 credentials; without one those are not offered. */

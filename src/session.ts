@@ -26,6 +26,8 @@ export interface MailOptions {
   size?: number;
   body?: '7BIT' | '8BITMIME' | 'BINARYMIME';
   smtputf8?: boolean;
+  /** RFC 4954 §5 AUTH=: the identity the client vouches for, or '<>'. */
+  auth?: string;
   /** Parameters the engine does not know, when the handler asked to see them. */
   [keyword: string]: string | number | boolean | undefined;
 }

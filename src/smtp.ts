@@ -31,7 +31,7 @@ import { Reply, normalizeReply, tooManyCalls, unknownHelpTopic, unrecognized } f
 import { Envelope, Session, formatPeer, type MailOptions, type Peer, type RcptOptions } from './session.js';
 import { parseProxyHeader, type ProxyData } from './proxy-protocol.js';
 import { VERSION } from './version.js';
-import { allowListOf, parseXclient } from './xclient.js';
+import { allowListOf, decodeXtext, parseXclient } from './xclient.js';
 
 const FORBIDDEN_COMMANDS = ['CONNECT', 'GET', 'POST'];
 /** How long a closed connection may linger for the client to close its side. */
@@ -64,6 +64,8 @@ const SYNTAX: Record<string, string> = {
   VRFY: 'VRFY <address>',
 };
 const COMMANDS = Object.keys(SYNTAX).filter((c) => c !== 'LHLO');
+/** Verbs whose lines may be logged (AUTH masked); anything else is logged by size only. */
+const KNOWN_VERBS = new Set([...Object.keys(SYNTAX), 'AUTH', 'STARTTLS', 'XCLIENT']);
 
 const silentLogger: Logger = {
   debug() {},
@@ -511,28 +513,43 @@ export class SMTP implements SMTPServer {
     } else {
       line = framed.toString('utf8');
     }
-    // AUTH lines carry credentials: log the verb and mechanism only.
-    const logged = /^AUTH /i.test(line) ? line.replace(/^(AUTH \S+).*$/is, '$1 ****') : line;
-    this.logger.debug(`${formatPeer(this.session.peer)} >> ${logged.replace(/[\x00-\x1f]/g, '?')}`);
     // NUL, bare CR and other controls have no place in a command (RFC 5321 §4.1.2).
-    if (/[\x00-\x08\x0a-\x1f\x7f]/.test(line)) return this.respond(Reply.BAD_SYNTAX);
-    const parsed = parseCommand(line);
+    const parsed = /[\x00-\x08\x0a-\x1f\x7f]/.test(line) ? null : parseCommand(line);
+    this.logCommand(line, parsed);
     if (parsed === null) return this.respond(Reply.BAD_SYNTAX);
     const { verb, arg } = parsed;
     if ((this.options.forbiddenCommands ?? FORBIDDEN_COMMANDS).includes(verb)) return this.shutdown(Reply.FORBIDDEN_COMMAND);
-    if (framed.length + 2 > this.lineLimit(verb)) return this.respond(Reply.LINE_TOO_LONG);
+    if (framed.length + 2 > this.lineLimit(verb)) {
+      // A BDAT line we cannot trust leaves the chunk's length unknown: nothing after it can be.
+      if (verb === 'BDAT') return this.shutdown(Reply.LINE_TOO_LONG);
+      return this.respond(Reply.LINE_TOO_LONG);
+    }
     if (this.callBudget !== null) {
       const budget = this.callBudget.get(verb) ?? this.callLimitDefault;
       if (budget < 1) return this.shutdown(tooManyCalls(verb));
       this.callBudget.set(verb, budget - 1);
     }
+    let refusal: string | null = null;
     if (this.options.requireStartTLS && this.session.tls === null && !ALLOWED_BEFORE_STARTTLS.has(verb)) {
-      return this.respond(Reply.NEED_STARTTLS);
+      refusal = Reply.NEED_STARTTLS;
+    } else if (this.options.authRequired && !this.session.authenticated && !ALLOWED_BEFORE_AUTH.has(verb)) {
+      refusal = Reply.NEED_AUTH;
     }
-    if (this.options.authRequired && !this.session.authenticated && !ALLOWED_BEFORE_AUTH.has(verb)) {
-      return this.respond(Reply.NEED_AUTH);
-    }
+    // A refused BDAT still consumes its chunk, so the chunk never runs as commands.
+    if (refusal !== null) return verb === 'BDAT' ? this.bdat(arg, refusal) : this.respond(refusal);
     return this.dispatch(verb, arg);
+  }
+
+  /**
+   * Logs a command at debug level without secrets: AUTH shows its mechanism only, and a line
+   * that is no known command (perhaps credentials sent behind a refused AUTH) shows its size.
+   */
+  private logCommand(line: string, parsed: { verb: string; arg: string } | null): void {
+    let shown: string;
+    if (parsed === null || !KNOWN_VERBS.has(parsed.verb)) shown = `<unrecognized, ${line.length} characters>`;
+    else if (parsed.verb === 'AUTH') shown = `AUTH ${parsed.arg.split(' ')[0]} ****`;
+    else shown = line.replace(/[\x00-\x1f\x7f]/g, '?');
+    this.logger.debug(`${formatPeer(this.session.peer)} >> ${shown}`);
   }
 
   /** Runs one command; LMTP and custom servers override it to add or replace verbs. */
@@ -725,6 +742,11 @@ export class SMTP implements SMTPServer {
         const body = value?.toUpperCase();
         if (body !== '7BIT' && body !== '8BITMIME' && body !== 'BINARYMIME') return this.respond(Reply.BAD_BODY);
         options.body = body;
+      } else if (keyword === 'AUTH' && this.authMechanisms().size > 0) {
+        // RFC 4954 §5: the submitter's identity, xtext-encoded, or <> for unknown.
+        const identity = value === null ? null : value === '<>' ? '<>' : decodeXtext(value);
+        if (identity === null) return this.respond(Reply.BAD_PARAMS);
+        options.auth = identity;
       } else if (keyword === 'SMTPUTF8' && this.enableSMTPUTF8) {
         if (value !== null) return this.respond(Reply.BAD_PARAMS);
         options.smtputf8 = true;
@@ -823,7 +845,7 @@ export class SMTP implements SMTPServer {
    * BDAT n [LAST] (RFC 3030): the n bytes that follow are read exactly, even when the command
    * is refused, so chunk bytes can never run as commands.
    */
-  private bdat(arg: string): void {
+  private bdat(arg: string, refused: string | null = null): void {
     const m = /^([0-9]{1,15})(?: +(LAST))?$/i.exec(arg);
     if (m === null) {
       // Without a size we cannot know where the chunk ends: the rest cannot be trusted.
@@ -832,10 +854,10 @@ export class SMTP implements SMTPServer {
     }
     const size = Number(m[1]);
     const env = this.envelope;
-    let refusal: string | null = null;
-    if (this.session.hostName === null) refusal = Reply.NEED_HELO;
-    else if (env.mailFrom === null) refusal = Reply.NEED_MAIL;
-    else if (env.rcptTos.length === 0) refusal = Reply.NEED_RCPT;
+    let refusal: string | null = refused;
+    if (refusal === null && this.session.hostName === null) refusal = Reply.NEED_HELO;
+    else if (refusal === null && env.mailFrom === null) refusal = Reply.NEED_MAIL;
+    else if (refusal === null && env.rcptTos.length === 0) refusal = Reply.NEED_RCPT;
     const body =
       refusal === null ? (this.bdatBody ??= new Body(this.dataSizeLimit, this.startStream(env))) : new Body(0, () => {});
     if (refusal === null) this.startDataTimer();
@@ -845,7 +867,9 @@ export class SMTP implements SMTPServer {
   }
 
   private async endOfChunk(info: { size: number; last: boolean; refusal: string | null }): Promise<void> {
-    if (info.refusal !== null) return this.respond(info.refusal);
+    // RFC 3030 §4.2: chunks pipelined behind a failed one are discarded, not held against the
+    // client (a streaming client has many in flight when the size limit hits).
+    if (info.refusal !== null) return this.respond(info.refusal, false);
     if (info.last) this.stopDataTimer();
     const body = this.bdatBody!;
     const env = this.envelope;
@@ -975,7 +999,13 @@ export class SMTP implements SMTPServer {
     this.flush();
     raw.off('data', this.onDataBound);
     raw.off('drain', this.onDrainBound);
-    const secure = new TLSSocket(raw, { isServer: true, secureContext: this.secureContext });
+    const secure = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: this.secureContext,
+      // Ask for a client certificate to record in session.tls; judging it is the handler's.
+      requestCert: this.options.tlsRequestCert === true,
+      rejectUnauthorized: false,
+    });
     this.socket = secure;
     this.attach(secure);
     // RFC 3207 §4.2: forget everything learnt from the client before TLS.

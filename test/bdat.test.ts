@@ -14,6 +14,7 @@ import { Mailbox } from '../src/handlers/mailbox.js';
 import type { Envelope, RcptOptions, Session } from '../src/session.js';
 import type { RawClient } from './helpers.js';
 import { MemoryLogger } from './commands-util.js';
+import { makeCertsIfPossible, needCerts } from './tls-util.js';
 import {
   MARKER,
   MODES,
@@ -191,6 +192,34 @@ for (const mode of MODES) {
     }
   });
 
+  test(`${mode}: BDAT chunks already pipelined after a failed one are read and discarded, not a 421`, async () => {
+    // RFC 3030 §4.2: after a failed BDAT "the receiver SMTP MUST be prepared to accept and
+    // discard additional BDAT chunks already in the pipeline". A client streaming a large
+    // message in small pipelined chunks has many in flight when the size limit hits.
+    const rec = new Rec();
+    await using server = await start(mode, rec, { dataSizeLimit: 100 });
+    const { c } = await greet(server.port, mode);
+    try {
+      const n = 30;
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < n; i++) chunks.push(chunk(`${String(i).padStart(2, '0')}:` + 'c'.repeat(47)));
+      c.send(Buffer.concat([b(ENVELOPE), ...chunks, chunk('end', true), b(MARKER)]));
+      const got = await repliesUntilMarker(c, 100);
+      const texts = JSON.stringify(got.map((r) => r.text));
+      assert.deepEqual(codes(got.slice(0, 5)), [250, 250, 250, 250, 552], texts);
+      const discarded = got.slice(5);
+      assert.equal(discarded.length, n - 3 + 1, texts);
+      for (const r of discarded) assert.equal(Math.floor(r.code / 100), 5, texts);
+      assert.equal(rec.seen.length, 0);
+      // The connection is still there, and a fresh transaction works.
+      c.send(Buffer.concat([b(ENVELOPE), chunk('fresh', true), b(MARKER)]));
+      assert.deepEqual(codes(await repliesUntilMarker(c)), [250, 250, 250]);
+      assert.equal(rec.seen[0]!.content.toString(), 'fresh');
+    } finally {
+      c.close();
+    }
+  });
+
   test(`${mode}: BDAT 0 LAST ends the message, after chunks or alone (an empty message)`, async () => {
     const rec = new Rec();
     await using server = await start(mode, rec);
@@ -359,7 +388,139 @@ for (const mode of MODES) {
       c.close();
     }
   });
+  test(`${mode}: handleDATAStream with BDAT: the chunks stream byte-exact, with backpressure; replies at LAST`, async () => {
+    const got: Array<{ rcpts: string[]; bytes: Buffer }> = [];
+    const handler: Handler = {
+      async handleDATAStream(server, _ss, envelope, stream) {
+        const parts: Buffer[] = [];
+        for await (const part of stream) {
+          parts.push(part as Buffer);
+          await sleep(0); // a slow consumer
+        }
+        got.push({ rcpts: [...envelope.rcptTos], bytes: Buffer.concat(parts) });
+        return server.lmtp ? envelope.rcptTos.map((r) => `250 2.0.0 <${r}> streamed`) : '250 2.0.0 streamed';
+      },
+    };
+    await using server = await start(mode, handler);
+    const { c } = await greet(server.port, mode);
+    try {
+      const big = Buffer.alloc(3 * 1024 * 1024);
+      for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 11)) & 0xff;
+      const head = b('Subject: s\r\n\r\n.\r\n..x\r\n');
+      c.send(b('MAIL FROM:<from@example.com>\r\nRCPT TO:<p@example.com>\r\nRCPT TO:<q@example.com>\r\n'));
+      c.send(chunk(head));
+      c.send(b(`BDAT ${big.length}\r\n`));
+      await sendLarge(c, big);
+      c.send(Buffer.concat([chunk('tail', true), b(MARKER)]));
+      const replies = await repliesUntilMarker(c, 20, 15000);
+      const finals = mode === 'LMTP' ? [250, 250] : [250];
+      assert.deepEqual(codes(replies), [250, 250, 250, 250, 250, ...finals], JSON.stringify(replies.map((r) => r.text)));
+      assert.equal(got.length, 1);
+      assert.deepEqual(got[0]!.rcpts, ['p@example.com', 'q@example.com']);
+      assert.ok(got[0]!.bytes.equals(Buffer.concat([head, big, b('tail')])), 'streamed bytes differ');
+    } finally {
+      c.close();
+    }
+  });
+
+  test(`${mode}: handleDATAStream with BDAT over the limit: the stream errors, 552, bytes dropped`, async () => {
+    const errors: string[] = [];
+    const handler: Handler = {
+      async handleDATAStream(_s, _ss, _envelope, stream) {
+        try {
+          for await (const _ of stream) void _;
+        } catch (error) {
+          errors.push((error as NodeJS.ErrnoException).code ?? String(error));
+          throw error;
+        }
+        return '250 2.0.0 should not happen';
+      },
+    };
+    await using server = await start(mode, handler, { dataSizeLimit: 100 });
+    const { c } = await greet(server.port, mode);
+    try {
+      const rcpts = 'RCPT TO:<p@example.com>\r\nRCPT TO:<q@example.com>\r\n';
+      // Over the limit at a non-LAST chunk: one 552, the transaction is gone.
+      c.send(Buffer.concat([b('MAIL FROM:<a@example.com>\r\n' + rcpts), chunk('x'.repeat(60)), chunk('HELP QUIT\r\n'.repeat(6)), chunk('y', true), b(MARKER)]));
+      assert.deepEqual(codes(await repliesUntilMarker(c)), [250, 250, 250, 250, 552, 503]);
+      // Over the limit at LAST: 552 (LMTP: one per recipient).
+      c.send(Buffer.concat([b('MAIL FROM:<a@example.com>\r\n' + rcpts), chunk('x'.repeat(60)), chunk('z'.repeat(60), true), b(MARKER)]));
+      const finals = mode === 'LMTP' ? [552, 552] : [552];
+      assert.deepEqual(codes(await repliesUntilMarker(c)), [250, 250, 250, 250, ...finals]);
+      assert.ok(errors.length >= 1, 'the stream errored');
+      await expectCmd(c, 'NOOP', 250);
+    } finally {
+      c.close();
+    }
+  });
+
+  test(`${mode}: handleDATAStream with BDAT, then RSET: the stream is aborted, nothing delivered`, async () => {
+    let aborted = 0;
+    let delivered = 0;
+    const handler: Handler = {
+      async handleDATAStream(_s, _ss, _envelope, stream) {
+        try {
+          for await (const _ of stream) void _;
+        } catch (error) {
+          aborted++;
+          throw error;
+        }
+        delivered++;
+        return '250 2.0.0 streamed';
+      },
+    };
+    await using server = await start(mode, handler);
+    const { c } = await greet(server.port, mode);
+    try {
+      c.send(Buffer.concat([b(ENVELOPE), chunk('part'), b('RSET\r\n'), chunk('orphan', true), b(ENVELOPE), chunk('whole', true), b(MARKER)]));
+      assert.deepEqual(codes(await repliesUntilMarker(c)), [250, 250, 250, 250, 503, 250, 250, 250]);
+      assert.equal(aborted, 1);
+      assert.equal(delivered, 1);
+    } finally {
+      c.close();
+    }
+  });
 }
+
+test('a BDAT refused before AUTH (authRequired, 530) still consumes its chunk: its bytes never run', async () => {
+  for (const mode of MODES) {
+    const rec = new Rec();
+    await using server = await start(mode, rec, { authRequired: true });
+    const { c } = await greet(server.port, mode);
+    try {
+      // NOOP and QUIT are allowed before AUTH: run as commands they would answer 250 or close.
+      c.send('BDAT 18\r\nNOOP\r\nNOOP\r\nNOOP\r\nQUIT\r\n');
+      const got = await repliesUntilClose(c);
+      assert.deepEqual(codes(got), [530, 221], `${mode}: ${JSON.stringify(got.map((r) => r.text))}`);
+    } finally {
+      c.close();
+    }
+  }
+});
+
+test('a BDAT refused before STARTTLS (requireStartTLS, 530) still consumes its chunk: its bytes never run', async (t) => {
+  const certs = makeCertsIfPossible();
+  if (!needCerts(t, certs)) return;
+  try {
+    for (const mode of MODES) {
+      const rec = new Rec();
+      await using server = await start(mode, rec, {
+        tlsContext: { cert: certs.server.cert, key: certs.server.key },
+        requireStartTLS: true,
+      });
+      const { c } = await greet(server.port, mode);
+      try {
+        c.send('BDAT 18\r\nNOOP\r\nNOOP\r\nNOOP\r\nQUIT\r\n');
+        const got = await repliesUntilClose(c);
+        assert.deepEqual(codes(got), [530, 221], `${mode}: ${JSON.stringify(got.map((r) => r.text))}`);
+      } finally {
+        c.close();
+      }
+    }
+  } finally {
+    certs.cleanup();
+  }
+});
 
 test('SMTP: BDAT LAST with several recipients gets one reply', async () => {
   const rec = new Rec();

@@ -53,9 +53,11 @@ function assertExit0(run: Run, what: string): void {
   );
 }
 
-/** The replies smtp-source -v logged after each "." (the end-of-data replies), one list per message. */
+/**
+ * The replies smtp-source -v logged after each "." (the end-of-data replies), one list per
+ * message. Only for -s 1: with several sessions the log lines interleave.
+ */
 function endOfDataReplies(output: string): string[][] {
-  // With -s > 1 the sessions interleave; with -s 1 the log is in order.
   const lines = output.split('\n').map((l) => l.replace(/^.*?smtp-source(?:\[\d+\])?: /, ''));
   const messages: string[][] = [];
   let current: string[] | null = null;
@@ -110,14 +112,14 @@ async function cliCase(t: TestContext, where: 'unix' | 'tcp', rcptCount: number)
       const rcpts = ['rcpt@example.com', '2rcpt@example.com', '3rcpt@example.com'].slice(0, rcptCount);
       const files = await waitMaildir(maildir, 10 * rcptCount);
       checkFiles(files, rcpts, 10, 1000);
-      // One reply per recipient after each dot, each naming its recipient.
-      const after = endOfDataReplies(run.output);
-      assert.equal(after.length, 10, `messages in the log: ${after.length}`);
-      for (const replies of after) {
-        assert.equal(replies.length, rcptCount, JSON.stringify(replies));
-        for (const r of replies) assert.match(r, /^250 2\.0\.0 <(\d?)rcpt@example\.com> delivered$/);
-        assert.equal(new Set(replies).size, rcptCount, 'each recipient answered once');
+      // One reply per recipient after each dot, each naming its recipient. (Two sessions
+      // interleave in the log, so count: 10 per recipient, and no other end-of-data reply.)
+      const delivered = run.output.match(/<<< 250 2\.0\.0 <\d?rcpt@example\.com> delivered/g) ?? [];
+      assert.equal(delivered.length, 10 * rcptCount, 'end-of-data replies');
+      for (const rcpt of rcpts) {
+        assert.equal(delivered.filter((r) => r.includes(`<${rcpt}>`)).length, 10, `replies for ${rcpt}`);
       }
+      assert.doesNotMatch(run.output, /warning|fatal/);
     });
   });
 }

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
 import type { TestContext } from 'node:test';
-import type { Logger } from '../src/smtp.js';
+import type { Logger } from '../src/index.js';
 import type { SMTPReply } from './helpers.js';
 
 const execFileP = promisify(execFile);
