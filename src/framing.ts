@@ -82,7 +82,14 @@ const enum At {
  * nothing more is kept (the caller keeps reading and dropping), so memory stays bounded.
  */
 export class Body {
-  private segments: Buffer[] = [];
+  /**
+   * A body in one segment is kept as that slice (no copy). From the second segment on, bytes
+   * are copied into one growing buffer, so the socket's read buffers die young instead of
+   * piling up until the end of a large message (where they would cost a full GC to free).
+   */
+  private first: Buffer | null = null;
+  private buf: Buffer | null = null;
+  private length = 0;
   /** Body bytes seen, kept or not. */
   size = 0;
   overflowed = false;
@@ -100,17 +107,38 @@ export class Body {
     if (this.overflowed) return;
     if (this.sizeLimit > 0 && this.size > this.sizeLimit) {
       this.overflowed = true;
-      this.segments = [];
+      this.first = this.buf = null;
       return;
     }
-    if (this.onSegment !== undefined) this.onSegment(seg);
-    else this.segments.push(seg);
+    if (this.onSegment !== undefined) return this.onSegment(seg);
+    if (this.first === null && this.buf === null) {
+      this.first = seg;
+      this.length = seg.length;
+      return;
+    }
+    this.append(seg);
   }
 
-  /** The body, concatenated once. Empty once the limit was passed. */
+  private append(seg: Buffer): void {
+    const needed = this.length + seg.length;
+    if (this.buf === null || needed > this.buf.length) {
+      // Doubling, not the announced SIZE: a client must not make us allocate for bytes it never sends.
+      let capacity = Math.max(needed * 2, 65_536);
+      if (this.sizeLimit > 0) capacity = Math.min(capacity, Math.max(needed, this.sizeLimit));
+      const grown = Buffer.allocUnsafe(capacity);
+      if (this.buf !== null) this.buf.copy(grown, 0, 0, this.length);
+      else this.first!.copy(grown, 0);
+      this.buf = grown;
+      this.first = null;
+    }
+    seg.copy(this.buf, this.length);
+    this.length = needed;
+  }
+
+  /** The body. Empty once the limit was passed. */
   content(): Buffer {
-    if (this.segments.length === 1) return this.segments[0]!;
-    return Buffer.concat(this.segments);
+    if (this.buf !== null) return this.buf.subarray(0, this.length);
+    return this.first ?? Buffer.alloc(0);
   }
 }
 

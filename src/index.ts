@@ -12,7 +12,7 @@ export {
 export { Session, Envelope, formatPeer, type Peer, type TLSInfo, type MailOptions, type RcptOptions } from './session.js';
 export { UsageError, type Handler, type HandlerClass, type SMTPServer, type MaybePromise } from './handler.js';
 export { Reply } from './replies.js';
-export { Debugging, Sink, StreamSink, Mailbox, builtinHandlers } from './handlers/index.js';
+export { Debugging, Sink, BufferedSink, Mailbox, builtinHandlers } from './handlers/index.js';
 export { SizeLimitExceeded } from './body-stream.js';
 export { Message, AsyncMessage, type ParsedMail, type SimpleParserOptions } from './handlers/message.js';
 export { Proxy, type ProxyOptions } from './handlers/proxy.js';

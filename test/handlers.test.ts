@@ -5,9 +5,9 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { Debugging, Mailbox, Sink, builtinHandlers } from '../src/handlers/index.js';
+import { BufferedSink, Debugging, Mailbox, Sink, builtinHandlers } from '../src/handlers/index.js';
 import { UsageError } from '../src/handler.js';
 import { Envelope, Session } from '../src/session.js';
 
@@ -122,13 +122,15 @@ describe('Debugging', () => {
 });
 
 describe('Sink', () => {
-  test('accepts and discards', async () => {
-    assert.equal(await new Sink().handleDATA(server, makeSession(), makeEnvelope('x')), '250 OK');
+  test('accepts and discards, without reading the stream', async () => {
+    assert.equal(await new Sink().handleDATAStream(server, makeSession(), makeEnvelope('x'), Readable.from([])), '250 OK');
+    assert.equal(await new BufferedSink().handleDATA(server, makeSession(), makeEnvelope('x')), '250 OK');
   });
 
-  test('fromCli takes no arguments', () => {
+  test('fromCli takes nothing or "buffered"', () => {
     assert.ok(Sink.fromCli() instanceof Sink);
-    assert.throws(() => Sink.fromCli('x'), { name: 'UsageError', message: 'Sink usage: [stream]' });
+    assert.ok(Sink.fromCli('buffered') instanceof BufferedSink);
+    assert.throws(() => Sink.fromCli('x'), { name: 'UsageError', message: 'Sink usage: [buffered]' });
   });
 });
 

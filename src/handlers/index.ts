@@ -4,9 +4,9 @@ import { Debugging } from './debugging.js';
 import { Mailbox } from './mailbox.js';
 import { AsyncMessage, Message } from './message.js';
 import { Proxy } from './proxy.js';
-import { Sink, StreamSink } from './sink.js';
+import { BufferedSink, Sink } from './sink.js';
 
-export { Debugging, Mailbox, Sink, StreamSink, Proxy, Message, AsyncMessage };
+export { Debugging, Mailbox, Sink, BufferedSink, Proxy, Message, AsyncMessage };
 
 /**
  * Keyed by bare class name, as aiosmtpd's `-c aiosmtpd.handlers.Name` shortened to `-c Name`.

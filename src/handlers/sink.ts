@@ -5,26 +5,27 @@ import type { Envelope, Session } from '../session.js';
 
 export class Sink implements Handler {
   /**
-   * `-c Sink` keeps each body in memory until it is answered, as a real handler would;
-   * `-c Sink stream` reads it as a stream and keeps nothing (for benchmarks of both paths).
+   * `-c Sink` drops each body as it arrives; `-c Sink buffered` first gathers it in memory, as
+   * any handleDATA handler does (to measure that path).
    */
-  static fromCli(...args: string[]): Sink {
+  static fromCli(...args: string[]): Handler {
     if (args.length === 0) return new Sink();
-    if (args.length === 1 && args[0] === 'stream') return new StreamSink();
-    throw new UsageError('Sink usage: [stream]');
+    if (args.length === 1 && args[0] === 'buffered') return new BufferedSink();
+    throw new UsageError('Sink usage: [buffered]');
   }
 
-  handleDATA(_server: SMTPServer, _session: Session, _envelope: Envelope): string {
+  /**
+   * Answers at once without reading: the engine then drops the body as it arrives (nothing to
+   * assemble, nothing to copy), and still answers 552 past the size limit.
+   */
+  handleDATAStream(_server: SMTPServer, _session: Session, _envelope: Envelope, _stream: Readable): string {
     return '250 OK';
   }
 }
 
-/** A Sink that takes the body as a stream (handleDATAStream) and drops each chunk as it comes. */
-export class StreamSink extends Sink {
-  async handleDATAStream(_server: SMTPServer, _session: Session, _envelope: Envelope, stream: Readable): Promise<string> {
-    for await (const _chunk of stream) {
-      // dropped
-    }
+/** A Sink that takes the whole body in memory first (handleDATA), as aiosmtpd's Sink does. */
+export class BufferedSink implements Handler {
+  handleDATA(_server: SMTPServer, _session: Session, _envelope: Envelope): string {
     return '250 OK';
   }
 }
