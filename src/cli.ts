@@ -318,6 +318,7 @@ function makeHandler(cls: HandlerClass, classargs: string[]): Handler {
 function stderrLogger(level: number): Logger {
   const write = (text: string) => process.stderr.write(`tsmtpd: ${text}\n`);
   return {
+    debugEnabled: level >= 1,
     debug: level >= 2 ? write : () => {},
     info: level >= 1 ? write : () => {},
     warn: write,

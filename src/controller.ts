@@ -156,7 +156,8 @@ abstract class BaseController implements AsyncDisposable {
       }
       const smtp = this.factory();
       this.connections.add(smtp);
-      void smtp.serve(socket).finally(() => this.connections.delete(smtp));
+      void smtp.serve(socket);
+      socket.once('close', () => this.connections.delete(smtp));
     };
     const tlsOptions = this.baseOptions.tls;
     let server: net.Server;

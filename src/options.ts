@@ -3,6 +3,8 @@ import type { SecureContext, SecureContextOptions } from 'node:tls';
 import type { Authenticator } from './auth.js';
 
 export interface Logger {
+  /** false: the engine skips building debug/info lines (they cost per command). Default true. */
+  debugEnabled?: boolean;
   debug(message: string): void;
   info(message: string): void;
   warn(message: string): void;

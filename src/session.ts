@@ -48,8 +48,14 @@ export class Session {
   proxyData: ProxyData | null = null;
   /** What a trusted proxy said of the original client with XCLIENT (Postfix). */
   xclient: Record<string, string | null> | null = null;
-  /** Free for the handler's own per-connection state. */
-  data: Record<string, unknown> = {};
+  private ownData: Record<string, unknown> | null = null;
+  /** Free for the handler's own per-connection state (made on first use). */
+  get data(): Record<string, unknown> {
+    return (this.ownData ??= {});
+  }
+  set data(value: Record<string, unknown>) {
+    this.ownData = value;
+  }
 
   constructor(peer: Peer) {
     this.peer = peer;

@@ -68,6 +68,7 @@ const COMMANDS = Object.keys(SYNTAX).filter((c) => c !== 'LHLO');
 const KNOWN_VERBS = new Set([...Object.keys(SYNTAX), 'AUTH', 'STARTTLS', 'XCLIENT']);
 
 const silentLogger: Logger = {
+  debugEnabled: false,
   debug() {},
   info() {},
   warn() {},
@@ -89,6 +90,39 @@ function proxiedPeer(data: ProxyData): Peer | null {
   return null;
 }
 
+const OWNER = Symbol('tsmtpd engine');
+type OwnedSocket = Socket & { [OWNER]: SMTP };
+/** The engine's private socket handlers, reached from the shared listeners below. */
+interface SocketHandlers {
+  onData(chunk: Buffer): void;
+  onDrain(): void;
+  onTimeout(): void;
+  onClose(): void;
+  onSocketError(error: Error): void;
+}
+function ownerOf(socket: Socket): SocketHandlers {
+  return (socket as OwnedSocket)[OWNER] as unknown as SocketHandlers;
+}
+function onSocketData(this: Socket, chunk: Buffer): void {
+  ownerOf(this).onData(chunk);
+}
+function onSocketDrain(this: Socket): void {
+  ownerOf(this).onDrain();
+}
+function onSocketTimeout(this: Socket): void {
+  ownerOf(this).onTimeout();
+}
+function onSocketClose(this: Socket): void {
+  ownerOf(this).onClose();
+}
+function onSocketError(this: Socket, error: Error): void {
+  ownerOf(this).onSocketError(error);
+}
+
+const mechanismCache = new WeakMap<Handler, WeakMap<SMTPOptions, Map<string, string>>>();
+
+const UNSERVED_SESSION = new Session({ address: '', port: 0, family: 'unix' });
+
 function peerOf(socket: Socket): Peer {
   const address = socket.remoteAddress;
   if (address === undefined) return { address: '', port: 0, family: 'unix' };
@@ -105,7 +139,8 @@ export class SMTP implements SMTPServer {
   get lmtp(): boolean {
     return false;
   }
-  session: Session = new Session({ address: '', port: 0, family: 'unix' });
+  /** Set by serve(); a placeholder shared by engines not yet serving costs no memory. */
+  session: Session = UNSERVED_SESSION;
   envelope: Envelope = new Envelope();
 
   protected readonly handler: Handler;
@@ -145,8 +180,7 @@ export class SMTP implements SMTPServer {
   private authFailures = 0;
   /** Set while a SASL exchange waits for the client's next line. */
   private lineWaiter: ((line: FramedLine | null) => void) | null = null;
-  private readonly onDataBound = (chunk: Buffer) => this.onData(chunk);
-  private readonly onDrainBound = () => this.onDrain();
+  private readonly debugLogging: boolean;
 
   constructor(handler: Handler, options: SMTPOptions = {}) {
     this.handler = handler;
@@ -158,6 +192,8 @@ export class SMTP implements SMTPServer {
     this.decodeData = options.decodeData ?? false;
     this.timeout = options.timeout ?? DEFAULTS.timeout;
     this.logger = options.logger ?? silentLogger;
+    // Formatting a debug line per command costs, even for a logger that drops it.
+    this.debugLogging = this.logger.debugEnabled !== false;
     this.framer = new CommandFramer(Math.max(this.lineLimit('MAIL'), AUTH_LINE_LIMIT));
     this.secureContext = secureContextOf(options.tlsContext);
     const limit = options.commandCallLimit;
@@ -186,23 +222,15 @@ export class SMTP implements SMTPServer {
   serve(socket: Socket): Promise<void> {
     this.socket = socket;
     this.session = new Session(peerOf(socket));
-    this.logger.info(`${formatPeer(this.session.peer)} connected`);
+    if (this.debugLogging) this.logger.info(`${formatPeer(this.session.peer)} connected`);
     socket.setNoDelay(true);
     socket.setTimeout(this.timeout);
-    const done = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    this.attach(socket);
-    socket.on('timeout', () => this.onTimeout());
-    // A client's FIN means it is gone: what it pipelined and was not run yet never runs, so a
-    // client that vanishes mid-transaction delivers nothing. (Half-closing and still waiting
-    // for replies is not SMTP.)
-    socket.on('close', () => {
-      this.closing = true;
-      this.reader = null;
-      this.stopDataTimer();
-      this.abortStream('connection lost');
-      this.lineWaiter?.(null);
-      this.logger.info(`${formatPeer(this.session.peer)} disconnected`);
+    const done = new Promise<void>((resolve) => {
+      this.onClosed = resolve;
     });
+    this.attach(socket);
+    socket.on('timeout', onSocketTimeout);
+    socket.on('close', onSocketClose);
     // Implicit TLS (RFC 8314): the handshake is done before the greeting.
     if (socket instanceof TLSSocket && socket.encrypted) this.session.tls = tlsInfo(socket);
     const proxyTimeout = this.options.proxyProtocolTimeout;
@@ -269,10 +297,33 @@ export class SMTP implements SMTPServer {
     void this.pump();
   }
 
+  /** Listeners are shared functions that find their engine on the socket: no closures per connection. */
   private attach(socket: Socket): void {
-    socket.on('data', this.onDataBound);
-    socket.on('drain', this.onDrainBound);
-    socket.on('error', (error) => this.logger.debug(`${formatPeer(this.session.peer)} socket error: ${error.message}`));
+    (socket as OwnedSocket)[OWNER] = this;
+    socket.on('data', onSocketData);
+    socket.on('drain', onSocketDrain);
+    socket.on('error', onSocketError);
+  }
+
+  private onClosed: (() => void) | null = null;
+
+  /**
+   * A client's FIN means it is gone: what it pipelined and was not run yet never runs, so a
+   * client that vanishes mid-transaction delivers nothing. (Half-closing and still waiting for
+   * replies is not SMTP.)
+   */
+  private onClose(): void {
+    this.closing = true;
+    this.reader = null;
+    this.stopDataTimer();
+    this.abortStream('connection lost');
+    this.lineWaiter?.(null);
+    if (this.debugLogging) this.logger.info(`${formatPeer(this.session.peer)} disconnected`);
+    this.onClosed?.();
+  }
+
+  private onSocketError(error: Error): void {
+    if (this.debugLogging) this.logger.debug(`${formatPeer(this.session.peer)} socket error: ${error.message}`);
   }
 
   /**
@@ -545,6 +596,7 @@ export class SMTP implements SMTPServer {
    * that is no known command (perhaps credentials sent behind a refused AUTH) shows its size.
    */
   private logCommand(line: string, parsed: { verb: string; arg: string } | null): void {
+    if (!this.debugLogging) return;
     let shown: string;
     if (parsed === null || !KNOWN_VERBS.has(parsed.verb)) shown = `<unrecognized, ${line.length} characters>`;
     else if (parsed.verb === 'AUTH') shown = `AUTH ${parsed.arg.split(' ')[0]} ****`;
@@ -603,7 +655,11 @@ export class SMTP implements SMTPServer {
   }
 
   private resetTransaction(): void {
-    this.envelope = new Envelope();
+    const env = this.envelope;
+    // A new envelope only when this one was used (EHLO resets too, and idle connections count).
+    if (env.mailFrom !== null || env.rcptTos.length > 0 || env.content !== null || env.mailParams.length > 0) {
+      this.envelope = new Envelope();
+    }
     this.bdatBody = null;
     this.stopDataTimer();
     this.abortStream('transaction aborted');
@@ -997,8 +1053,8 @@ export class SMTP implements SMTPServer {
     this.framer.takeRest();
     this.push(Reply.READY_FOR_TLS);
     this.flush();
-    raw.off('data', this.onDataBound);
-    raw.off('drain', this.onDrainBound);
+    raw.off('data', onSocketData);
+    raw.off('drain', onSocketDrain);
     const secure = new TLSSocket(raw, {
       isServer: true,
       secureContext: this.secureContext,
@@ -1065,7 +1121,12 @@ export class SMTP implements SMTPServer {
   /** Offered mechanisms: built-ins when there is an authenticator, and the handler's own. */
   private authMechanisms(): Map<string, string> {
     if (this.mechanisms !== null) return this.mechanisms;
+    // The same for every connection of a handler and options: computed once, shared.
     const o = this.options;
+    let perOptions = mechanismCache.get(this.handler);
+    if (perOptions === undefined) mechanismCache.set(this.handler, (perOptions = new WeakMap()));
+    const cached = perOptions.get(o);
+    if (cached !== undefined) return (this.mechanisms = cached);
     const exclude = new Set((o.authExcludeMechanism ?? []).map((m) => m.toUpperCase()));
     const include = new Set((o.authIncludeMechanism ?? []).map((m) => m.toUpperCase()));
     const found = new Map<string, string>();
@@ -1074,6 +1135,7 @@ export class SMTP implements SMTPServer {
     }
     for (const [name, method] of handlerMechanisms(this.handler)) found.set(name, method);
     for (const name of exclude) found.delete(name);
+    perOptions.set(o, found);
     return (this.mechanisms = found);
   }
 
