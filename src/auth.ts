@@ -22,7 +22,7 @@ export interface AuthResult {
 
 /**
  * Decides whether credentials are good. May be async; any result other than success (false,
- * a failed AuthResult, a throw) is a 535.
+ * a failed AuthResult) is a 535; a throw (a database down) is a 454, a temporary failure.
  */
 export type Authenticator = (
   server: SMTPServer,

@@ -5,11 +5,12 @@
  */
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import { unlink } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { pathToFileURL } from 'node:url';
 import { resolve as resolvePath } from 'node:path';
-import { Controller, UnixSocketController } from './controller.js';
+import { Controller, UnixSocketController, checkSocketPath } from './controller.js';
 import { UsageError, type Handler, type HandlerClass } from './handler.js';
 import { builtinHandlers } from './handlers/index.js';
 import type { Logger } from './options.js';
@@ -40,7 +41,7 @@ options:
   -s SIZE, --size SIZE  The maximum message size in bytes, advertised with SIZE and enforced
                         (552). 0 means no limit. Default: 33554432.
   -u, --smtputf8        Enable the SMTPUTF8 extension (RFC 6531).
-  -d, --debug           Turn on debugging (-dd for every command and reply line) on stderr.
+  -d, --debug           Log connections on stderr; -dd also logs every command line (AUTH masked).
   --lmtp                Speak LMTP (RFC 2033) instead of SMTP.
   --unix PATH           Listen on a Unix socket at PATH (instead of TCP, unless -l is given too).
   --unix-mode MODE      File mode of the Unix socket, in octal (e.g. 660).
@@ -356,6 +357,16 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     handler = makeHandler(await loadHandlerClass(args.classpath), args.classargs);
+    // A handler with setup to do (Mailbox creates its Maildir, as aiosmtpd's does at start)
+    // does it now, so a bad path is an error at start, not at the first message.
+    const init = (handler as { init?: () => unknown }).init;
+    if (typeof init === 'function') {
+      try {
+        await init.call(handler);
+      } catch (error) {
+        throw new CliError(`handler setup failed: ${(error as Error).message}`);
+      }
+    }
     starttls = readPair(args.tlscert, args.tlskey, '--tlscert and --tlskey');
     smtps = readPair(args.smtpscert, args.smtpskey, '--smtpscert and --smtpskey');
     if (args.authFile !== null) {
@@ -394,6 +405,16 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (args.workers > 1 && cluster.isPrimary) {
+    if (args.unix !== null) {
+      // The workers share one socket that the primary binds: clear a stale one first.
+      try {
+        await checkSocketPath(args.unix);
+        await unlink(args.unix).catch(() => undefined);
+      } catch (error) {
+        process.stderr.write(`tsmtpd: error: cannot listen on ${args.unix}: ${(error as Error).message}\n`);
+        return 1;
+      }
+    }
     return runPrimary(args.workers, (text) => process.stderr.write(`tsmtpd: ${text}\n`));
   }
 

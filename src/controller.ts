@@ -2,6 +2,7 @@
  * Controllers start and stop a server for apps and tests (aiosmtpd's Controller): thin wrappers
  * that hand each accepted socket to a new SMTP instance.
  */
+import cluster from 'node:cluster';
 import net from 'node:net';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
@@ -295,6 +296,19 @@ export class UnixSocketController extends BaseController {
   private inode: { dev: number; ino: number; ctimeMs: number } | null = null;
 
   protected async listen(server: net.Server): Promise<void> {
+    if (cluster.isWorker) {
+      // Under --workers the cluster primary binds the path once and shares it; every worker
+      // names the same path (the CLI's primary cleared a stale file before forking).
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(this.unixSocket, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      if (this.mode !== undefined) await chmod(this.unixSocket, this.mode).catch(() => undefined);
+      return;
+    }
     await checkSocketPath(this.unixSocket);
     // Listen on a temporary name, set the mode, then rename into place: the socket never
     // appears with the umask's permissions, a stale file is replaced atomically, and libuv
@@ -327,7 +341,10 @@ export class UnixSocketController extends BaseController {
       // Inode numbers are reused at once on some file systems: the change time tells them apart.
       if (now.dev === mine.dev && now.ino === mine.ino && now.ctimeMs === mine.ctimeMs) await unlink(this.unixSocket);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      // Gone already, or no longer ours to remove (privileges dropped after binding): leave it;
+      // the next start replaces a stale socket anyway.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'EACCES' && code !== 'EPERM') throw error;
     }
   }
 }
@@ -336,7 +353,7 @@ export class UnixSocketController extends BaseController {
  * A socket file left by an earlier run may be replaced; a socket some live server still answers
  * on may not (EADDRINUSE, as for a TCP port), nor anything that is not a socket.
  */
-async function checkSocketPath(path: string): Promise<void> {
+export async function checkSocketPath(path: string): Promise<void> {
   try {
     if (!(await lstat(path)).isSocket()) {
       throw Object.assign(new Error(`listen EADDRINUSE: ${path} exists and is not a socket`), { code: 'EADDRINUSE' });

@@ -1,7 +1,7 @@
 /** The state a handler sees: Session lives for the connection, Envelope for one transaction. */
 import type { ProxyData } from './proxy-protocol.js';
 
-/** The client's address. For a Unix socket, `address` is the socket path and `port` is 0. */
+/** The client's address. For a Unix socket (whose clients have no address), `address` is '' and `port` 0. */
 export interface Peer {
   address: string;
   port: number;

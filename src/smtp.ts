@@ -40,9 +40,10 @@ const CLOSE_GRACE_MS = 5000;
 /** RFC 4954 §4: an AUTH line with an initial response may reach 12288 octets. */
 const AUTH_LINE_LIMIT = 12_288;
 /** RFC 3207 §4: what a client may say before STARTTLS when TLS is required. */
-const ALLOWED_BEFORE_STARTTLS = new Set(['NOOP', 'EHLO', 'LHLO', 'STARTTLS', 'QUIT']);
+const ALLOWED_BEFORE_STARTTLS = new Set(['NOOP', 'EHLO', 'LHLO', 'STARTTLS', 'QUIT', 'XCLIENT']);
 /** What a client may say before AUTH when authentication is required. */
-const ALLOWED_BEFORE_AUTH = new Set(['AUTH', 'EHLO', 'LHLO', 'HELO', 'NOOP', 'RSET', 'QUIT', 'STARTTLS', 'HELP']);
+// XCLIENT too: a trusted proxy may vouch for the client's login (XCLIENT LOGIN=).
+const ALLOWED_BEFORE_AUTH = new Set(['AUTH', 'EHLO', 'LHLO', 'HELO', 'NOOP', 'RSET', 'QUIT', 'STARTTLS', 'HELP', 'XCLIENT']);
 
 /** aiosmtpd's allowances over the base line limit for MAIL parameters (SIZE=, SMTPUTF8). */
 const SIZE_ALLOWANCE = 26;

@@ -19,6 +19,7 @@ export function isListeningMessage(value: unknown): value is ListeningMessage {
 export function runPrimary(count: number, log: (text: string) => void): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
+    let failed = false;
     let ready = 0;
     const everListened = new WeakSet<Worker>();
     const startedAt = new WeakMap<Worker, number>();
@@ -43,6 +44,7 @@ export function runPrimary(count: number, log: (text: string) => void): Promise<
       if (!stopping && !everListened.has(worker)) {
         // It never came up (bad port, bad handler): restarting would only loop.
         log(`worker ${worker.process.pid} failed to start (exit ${code ?? signal}); stopping`);
+        failed = true;
         stop();
       } else if (!stopping) {
         log(`worker ${worker.process.pid} died (${signal ?? `exit ${code}`}); restarting`);
@@ -50,7 +52,7 @@ export function runPrimary(count: number, log: (text: string) => void): Promise<
         const uptime = Date.now() - (startedAt.get(worker) ?? 0);
         setTimeout(fork, uptime < 1000 ? 1000 : 0);
       }
-      if (stopping && Object.keys(cluster.workers ?? {}).length === 0) resolve(everListened.has(worker) ? 0 : 1);
+      if (stopping && Object.keys(cluster.workers ?? {}).length === 0) resolve(failed ? 1 : 0);
     });
 
     process.once('SIGTERM', stop);
