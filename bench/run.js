@@ -29,10 +29,14 @@
 //   NOISY_MAX=25 NOISY_RETRIES=1: a run during which that background CPU exceeded NOISY_MAX % is
 //   measured again (up to NOISY_RETRIES times); the noisy one stays in results.jsonl, marked
 //   "superseded", and out of the medians.
+//   SNAPSHOT=1: tsmtpd runs from a copy of dist/ taken at the start (OUT/tsmtpd), so a rebuild
+//   during the bench cannot mix two builds; SNAPSHOT=0 runs dist/ in place.
 //   OUT=/tmp/tsmtpd-bench-<time> (results.jsonl, summary.md, env.txt, server logs)
 // Flags: --workers 2  adds tsmtpd-w2 to the servers of every scenario (same as SERVERS naming it).
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, accessSync, constants } from 'node:fs';
+import { accessSync, appendFileSync, closeSync, constants, copyFileSync, cpSync, existsSync, mkdirSync, openSync, readdirSync,
+  readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
@@ -70,8 +74,9 @@ for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--workers') cliWorkers = Number(argv[++i]);
   else if (argv[i].startsWith('--workers=')) cliWorkers = Number(argv[i].slice(10));
   else if (argv[i] === '-h' || argv[i] === '--help') {
-    process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n')
-      .filter((l) => l.startsWith('//')).map((l) => l.slice(3)).join('\n') + '\n');
+    const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
+    const end = lines.findIndex((l) => !l.startsWith('//'));
+    process.stdout.write(`${lines.slice(0, end).map((l) => l.slice(3)).join('\n')}\n`);
     process.exit(0);
   } else fatal(`unknown argument ${argv[i]} (see --help)`);
 }
@@ -130,8 +135,23 @@ const aiosmtpdVersion = existsSync(PYTHON)
   : null;
 const isRoot = process.getuid?.() === 0;
 
-const CLI = path.join(ROOT, 'dist', 'cli.js');
+const DIST = path.join(ROOT, 'dist');
+let CLI = path.join(DIST, 'cli.js');
 if (!existsSync(CLI)) fatal('dist/cli.js is missing: run `npm run build` first');
+
+/** A short hash of every file under dir: says whether two builds are the same. */
+function treeHash(dir) {
+  const h = createHash('sha256');
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) h.update(`${path.relative(dir, p)}\0`).update(readFileSync(p));
+    }
+  };
+  walk(dir);
+  return h.digest('hex').slice(0, 12);
+}
 
 /** Every server the bench knows; `available` says whether this machine can run it. */
 const SERVERS = {
@@ -179,6 +199,18 @@ mkdirSync(OUT, { recursive: true });
 const RESULTS = path.join(OUT, 'results.jsonl');
 writeFileSync(RESULTS, '');
 
+// Every run measures the same build: dist/ is copied under OUT first (a rebuild while the bench
+// runs would otherwise mix two versions of tsmtpd in one table). SNAPSHOT=0 runs dist/ in place.
+const DIST_HASH = treeHash(DIST);
+if (env.SNAPSHOT !== '0') {
+  const snap = path.join(OUT, 'tsmtpd');
+  cpSync(DIST, path.join(snap, 'dist'), { recursive: true });
+  copyFileSync(path.join(ROOT, 'package.json'), path.join(snap, 'package.json'));
+  symlinkSync(path.join(ROOT, 'node_modules'), path.join(snap, 'node_modules'), 'dir');
+  CLI = path.join(snap, 'dist', 'cli.js');
+  if (treeHash(path.join(snap, 'dist')) !== DIST_HASH) fatal('dist/ changed while it was being copied; run again');
+}
+
 // Enough file descriptors for the idle scenario? Children inherit our limit.
 const nofile = Number(spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout);
 const raiseNofile = Number.isFinite(nofile) && nofile < IDLE_CONNS + 256;
@@ -193,7 +225,7 @@ const envText = [
   `date: ${new Date().toISOString()}`,
   `host: ${os.type()} ${os.release()} ${os.arch()}, ${CORES} cpus (${cpuModel}), ${memMiB} MiB`,
   `node: ${process.version}  ${pyVersion ? `python3 (/usr/bin): ${pyVersion.replace('Python ', '')}` : ''}`,
-  `tsmtpd: ${tsmtpdVersion}  smtp-server: ${smtpServerVersion ?? 'not installed'}  aiosmtpd: ${aiosmtpdVersion ?? 'not installed'}` +
+  `tsmtpd: ${tsmtpdVersion} (dist/ ${DIST_HASH}${env.SNAPSHOT !== '0' ? ', run from a copy in OUT/tsmtpd' : ''})  smtp-server: ${smtpServerVersion ?? 'not installed'}  aiosmtpd: ${aiosmtpdVersion ?? 'not installed'}` +
     `  postfix (smtp-sink, smtp-source): ${SMTP_SINK || SMTP_SOURCE ? postfixVersion || 'installed' : 'not installed'}`,
   `load: ${LOADGEN === 'smtp-source' ? 'smtp-source -d' : 'bench/loadgen.js'} for c*/large/scaling, bench/loadgen.js for p10/idle;` +
     ` pinning: ${PIN ? 'server on CPU 0, load on CPU 1 (taskset)' : 'none'}`,
@@ -518,6 +550,11 @@ for (let rep = 1; rep <= REPS; rep++) {
 }
 
 const kept = rows.filter((r) => !r.superseded);
+const distNow = treeHash(DIST);
+if (distNow !== DIST_HASH) {
+  log(`note: dist/ was rebuilt during the bench (now ${distNow}); ` +
+    (env.SNAPSHOT !== '0' ? `every tsmtpd number is for the copy taken at the start (${DIST_HASH})` : 'the tsmtpd numbers MIX TWO BUILDS'));
+}
 const table = mainTable(kept);
 const legend = [
   `Medians of ${REPS} run${REPS === 1 ? '' : 's'}; a fresh server per run. msg/s and MB/s (10^6 bytes of payload per second):`,

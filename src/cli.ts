@@ -489,8 +489,10 @@ async function main(argv: string[]): Promise<number> {
     }
   });
   await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
+    // `on`, not `once`: a second signal (the cluster primary forwarding one, systemd's
+    // KillMode) must not fall through to the default action and cut the graceful stop short.
+    process.on('SIGINT', resolve);
+    process.on('SIGTERM', resolve);
   });
   // Stop accepting; let transactions in flight finish up to the deadline, then 421.
   await Promise.all(started.map((e) => e.controller.stop({ deadline: args.shutdownTimeout * 1000 })));

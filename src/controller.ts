@@ -37,6 +37,12 @@ export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
   connectionLimitExempt?: string[];
 }
 
+/**
+ * How long stop() waits past its deadline for a handler still at work (storing a message it
+ * will answer 250): short, so a hook that never settles cannot hold the stop.
+ */
+const HANDLER_GRACE_MS = 2000;
+
 const CONNECTION_DEFAULTS = { max: 10_000, perClient: 50, exempt: ['127.0.0.0/8', '::1'] };
 
 export interface ControllerOptions extends BaseControllerOptions {
@@ -81,11 +87,46 @@ abstract class BaseController implements AsyncDisposable {
   private readonly baseOptions: BaseControllerOptions;
   /** STARTTLS context, made once (not per connection) and replaced by reloadTLS(). */
   private tlsContext: tls.SecureContext | undefined;
+  /** Implicit TLS behind a PROXY header: the engine does the handshake after the header. */
+  private tlsAfterProxy: tls.SecureContext | undefined;
 
   constructor(handler: Handler, options: BaseControllerOptions) {
     this.handler = handler;
     this.baseOptions = options;
     this.tlsContext = toContext(options.tlsContext);
+    if (options.tls !== undefined && (options.proxyProtocolTimeout ?? 0) > 0) {
+      this.tlsAfterProxy = tls.createSecureContext(options.tls);
+    }
+  }
+
+  private gate: { admit(address: string): boolean; leave(address: string): void } | null = null;
+
+  /** Counts open connections per client address (maxConnectionsPerClient); exempt ones are free. */
+  private clientGate(): { admit(address: string): boolean; leave(address: string): void } {
+    if (this.gate !== null) return this.gate;
+    const o = this.baseOptions;
+    const perClient = new Map<string, number>();
+    const exempt = allowListOf(o.connectionLimitExempt ?? CONNECTION_DEFAULTS.exempt);
+    const limit = o.maxConnectionsPerClient ?? CONNECTION_DEFAULTS.perClient;
+    const free = (address: string) => {
+      const a = address.replace(/^::ffff:/, '');
+      return a === '' || !net.isIP(a) || exempt.check(a, net.isIPv6(a) ? 'ipv6' : 'ipv4');
+    };
+    return (this.gate = {
+      admit(address) {
+        if (free(address)) return true;
+        const n = (perClient.get(address) ?? 0) + 1;
+        if (n > limit) return false;
+        perClient.set(address, n);
+        return true;
+      },
+      leave(address) {
+        if (free(address)) return;
+        const n = (perClient.get(address) ?? 1) - 1;
+        if (n <= 0) perClient.delete(address);
+        else perClient.set(address, n);
+      },
+    });
   }
 
   /** Makes the engine for one connection; subclasses (LMTP, custom commands) override it. */
@@ -108,6 +149,8 @@ abstract class BaseController implements AsyncDisposable {
       ...smtp,
       hostname: serverHostname,
       tlsContext: this.tlsContext,
+      tlsAfterProxy: this.tlsAfterProxy,
+      connectionGate: this.clientGate(),
     });
   }
 
@@ -118,8 +161,9 @@ abstract class BaseController implements AsyncDisposable {
   reloadTLS(options: { tlsContext?: tls.SecureContext | tls.SecureContextOptions; tls?: tls.SecureContextOptions }): void {
     if (options.tlsContext !== undefined) this.tlsContext = toContext(options.tlsContext);
     if (options.tls !== undefined) {
-      if (!(this.server instanceof tls.Server)) throw new Error('this controller has no implicit-TLS listener');
-      this.server.setSecureContext(options.tls);
+      if (this.tlsAfterProxy !== undefined) this.tlsAfterProxy = tls.createSecureContext(options.tls);
+      else if (this.server instanceof tls.Server) this.server.setSecureContext(options.tls);
+      else throw new Error('this controller has no implicit-TLS listener');
     }
   }
 
@@ -131,30 +175,20 @@ abstract class BaseController implements AsyncDisposable {
   async start(): Promise<void> {
     if (this.server !== null) throw new Error('controller already started');
     const o = this.baseOptions;
-    const perClient = new Map<string, number>();
-    const exempt = allowListOf(o.connectionLimitExempt ?? CONNECTION_DEFAULTS.exempt);
+    const gate = this.clientGate();
+    // Behind a load balancer the TCP peer is the balancer: count the client the PROXY header
+    // names instead, in the engine, once the header is read.
+    const byHeader = (o.proxyProtocolTimeout ?? 0) > 0;
     const serve = (socket: net.Socket) => {
       const address = socket.remoteAddress ?? '';
-      const v4 = address.replace(/^::ffff:/, '');
-      const free = address === '' || exempt.check(v4, net.isIPv6(v4) ? 'ipv6' : 'ipv4');
-      const mine = (perClient.get(address) ?? 0) + 1;
-      if (
-        this.connections.size >= (o.maxConnections ?? CONNECTION_DEFAULTS.max) ||
-        (!free && mine > (o.maxConnectionsPerClient ?? CONNECTION_DEFAULTS.perClient))
-      ) {
+      const full = this.connections.size >= (o.maxConnections ?? CONNECTION_DEFAULTS.max);
+      if (full || (!byHeader && !gate.admit(address))) {
         socket.on('error', () => {});
         socket.end(`${Reply.TOO_MANY_CONNECTIONS}\r\n`);
         setTimeout(() => socket.destroy(), 1000).unref();
         return;
       }
-      if (!free) {
-        perClient.set(address, mine);
-        socket.once('close', () => {
-          const n = (perClient.get(address) ?? 1) - 1;
-          if (n === 0) perClient.delete(address);
-          else perClient.set(address, n);
-        });
-      }
+      if (!byHeader) socket.once('close', () => gate.leave(address));
       const smtp = this.factory();
       this.connections.add(smtp);
       void smtp.serve(socket);
@@ -162,7 +196,7 @@ abstract class BaseController implements AsyncDisposable {
     };
     const tlsOptions = this.baseOptions.tls;
     let server: net.Server;
-    if (tlsOptions === undefined) {
+    if (tlsOptions === undefined || this.tlsAfterProxy !== undefined) {
       server = net.createServer(serve);
     } else {
       const handshakeTimeout = this.baseOptions.tlsHandshakeTimeout ?? 30_000;
@@ -187,10 +221,18 @@ abstract class BaseController implements AsyncDisposable {
   /** Connects as a client and waits for `220`, as aiosmtpd's controller does. */
   private checkGreeting(timeout: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      const socket =
-        this.baseOptions.tls === undefined
-          ? net.connect(this.connectOptions())
-          : tls.connect({ ...this.connectOptions(), rejectUnauthorized: false } as tls.ConnectionOptions);
+      let socket: net.Socket;
+      if (this.baseOptions.tls === undefined) {
+        socket = net.connect(this.connectOptions());
+      } else if (this.tlsAfterProxy !== undefined) {
+        // The header in clear, then TLS: as HAProxy does.
+        const raw = net.connect(this.connectOptions());
+        raw.write(PROXY_V2_LOCAL);
+        raw.on('error', () => {});
+        socket = tls.connect({ socket: raw, rejectUnauthorized: false });
+      } else {
+        socket = tls.connect({ ...this.connectOptions(), rejectUnauthorized: false } as tls.ConnectionOptions);
+      }
       let got = '';
       const fail = (error: Error) => {
         clearTimeout(timer);
@@ -200,7 +242,7 @@ abstract class BaseController implements AsyncDisposable {
       const timer = setTimeout(() => fail(new Error(`server not ready within ${timeout} ms`)), timeout);
       // Behind a load balancer the server waits for a PROXY header: send the health-check
       // kind (v2 LOCAL), which keeps the socket's own address.
-      if (this.baseOptions.proxyProtocolTimeout) socket.write(PROXY_V2_LOCAL);
+      if (this.baseOptions.proxyProtocolTimeout && this.tlsAfterProxy === undefined) socket.write(PROXY_V2_LOCAL);
       socket.setEncoding('latin1');
       socket.on('data', (text: string) => {
         got += text;
@@ -230,13 +272,18 @@ abstract class BaseController implements AsyncDisposable {
     const force = setTimeout(() => {
       for (const smtp of this.connections) smtp.shutdown();
     }, deadline);
-    // A client that ignores the 421 and keeps its side open is cut off shortly after.
+    // A client that ignores the 421 and keeps its side open is cut off shortly after; one whose
+    // handler is still at work (storing a message) is given until a hard limit.
     const cut = setTimeout(() => {
-      for (const smtp of this.connections) smtp.destroy();
+      for (const smtp of this.connections) if (!smtp.commandRunning) smtp.destroy();
     }, deadline + 1000);
+    const hard = setTimeout(() => {
+      for (const smtp of this.connections) smtp.destroy();
+    }, deadline + HANDLER_GRACE_MS);
     await closed;
     clearTimeout(force);
     clearTimeout(cut);
+    clearTimeout(hard);
     await this.cleanup();
   }
 

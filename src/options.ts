@@ -82,6 +82,16 @@ export interface SMTPOptions {
    * Default: off.
    */
   proxyProtocolTimeout?: number;
+  /**
+   * Behind a PROXY header the controller cannot count connections per client at accept time:
+   * the engine asks this gate once the header named the client. Set by the controllers.
+   */
+  connectionGate?: { admit(address: string): boolean; leave(address: string): void };
+  /**
+   * Implicit TLS that starts after the PROXY header (HAProxy sends the header in clear, then
+   * the client's TLS handshake). Set by the controllers for `tls` with proxyProtocolTimeout.
+   */
+  tlsAfterProxy?: SecureContext;
   logger?: Logger;
 }
 

@@ -128,6 +128,9 @@ function utf8Octets(s: string): number {
   return n;
 }
 
+/** Unicode separators (Z*) and format characters (Cf) other than ASCII SP. */
+const INVISIBLE = /(?! )[\p{Z}\p{Cf}]/u;
+
 /** Trims SP (only SP: RFC 5321 separates with SP, a tab is junk for the callee to refuse). */
 function trimSP(s: string): string {
   let a = 0;
@@ -256,6 +259,9 @@ export function parsePath(arg: string, opts: PathOptions): ParsedPath | PathErro
 
   const octets = utf8Octets(inside);
   if (octets < 0 || octets > MAX_PATH_INSIDE) return 'syntax';
+  // Non-ASCII may not hide white space or invisible characters (NBSP, U+3000, zero-width and
+  // bidi controls): an address that looks like another is a spoofing tool.
+  if (octets !== inside.length && INVISIBLE.test(inside)) return 'syntax';
 
   let mailbox = inside;
   if (inside.charCodeAt(0) === 64 /* @ */) {

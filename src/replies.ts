@@ -121,9 +121,14 @@ export function normalizeReply(text: string, enhanced: boolean): string | null {
     else if (m[1] !== code) return null;
     let rest = m[3] ?? '';
     if (/[\x00-\x08\x0a-\x1f\x7f]/.test(rest)) return null;
-    if (enhanced && !NO_ENHANCED.has(code) && !ENHANCED.test(rest)) {
+    if (enhanced && !NO_ENHANCED.has(code)) {
+      const given = ENHANCED.exec(rest);
       const dflt = CLASS_DEFAULT[code[0]!];
-      if (dflt !== undefined) rest = rest === '' ? dflt : `${dflt} ${rest}`;
+      // RFC 3463 §2: the class digit of the enhanced code is the reply's outcome. One that is
+      // missing, or contradicts the reply code (`250 5.1.1`), gets the class default in front.
+      if ((given === null || rest[0] !== code[0]) && dflt !== undefined) {
+        rest = rest === '' ? dflt : `${dflt} ${rest}`;
+      }
     }
     out.push(`${code}${i === lines.length - 1 ? ' ' : '-'}${rest}`);
   }

@@ -9,6 +9,7 @@
  */
 import { hostname as osHostname } from 'node:os';
 import { isIPv6, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import { isAscii, isUtf8 } from 'node:buffer';
 import { BodyStream } from './body-stream.js';
@@ -165,6 +166,8 @@ export class SMTP implements SMTPServer {
   private draining = false;
   /** close() was called while a command ran: close once its reply is out. */
   private closeRequested = false;
+  /** The 421 that shutdown() asked for while a command was running. */
+  private pendingShutdown: string | null = null;
   /** The PROXY header read so far, while it is awaited; null otherwise. */
   private proxyHeader: Buffer | null = null;
   private proxyTimer: NodeJS.Timeout | null = null;
@@ -179,6 +182,9 @@ export class SMTP implements SMTPServer {
   /** Mechanism name → handler method name (or '' for a built-in one). */
   private mechanisms: Map<string, string> | null = null;
   private authFailures = 0;
+  private xclientOK: boolean | null = null;
+  /** TLS handshake bytes that came in the same read as the PROXY header. */
+  private tlsPreface: Buffer | null = null;
   /** Set while a SASL exchange waits for the client's next line. */
   private lineWaiter: ((line: FramedLine | null) => void) | null = null;
   private readonly debugLogging: boolean;
@@ -277,7 +283,11 @@ export class SMTP implements SMTPServer {
     if (real !== null) this.session.peer = real;
     this.session.proxyData = data;
     const rest = buf.subarray(parsed.length);
-    if (rest.length > 0) this.framer.push(rest);
+    if (rest.length > 0) {
+      // Behind the header comes either SMTP or, for implicit TLS, the client's TLS handshake.
+      if (this.options.tlsAfterProxy !== undefined) this.tlsPreface = rest;
+      else this.framer.push(rest);
+    }
     this.busy = true;
     this.socket?.pause();
     void this.acceptProxy(data);
@@ -294,6 +304,15 @@ export class SMTP implements SMTPServer {
     }
     this.busy = false;
     if (!accepted) return this.destroy();
+    // Per-client connection limits count the client the proxy names, not the proxy.
+    const gate = this.options.connectionGate;
+    if (gate !== undefined) {
+      const address = this.session.peer.address;
+      if (!gate.admit(address)) return this.shutdown(Reply.TOO_MANY_CONNECTIONS);
+      this.socket?.once('close', () => gate.leave(address));
+    }
+    const context = this.options.tlsAfterProxy;
+    if (context !== undefined) return this.wrapTLS(context, () => this.greet());
     this.greet();
     void this.pump();
   }
@@ -356,8 +375,20 @@ export class SMTP implements SMTPServer {
   /** Says 421 and closes: used by controllers on stop. */
   shutdown(reply: string = Reply.SHUTDOWN): void {
     if (this.closing) return;
+    if (this.busy && this.lineWaiter === null) {
+      // A command is running (a handler storing a message, say): its own reply goes first, so a
+      // message the handler accepted is never answered 421 (the client would send it again).
+      this.pendingShutdown ??= reply;
+      this.closeRequested = true;
+      return;
+    }
     this.push(reply);
     this.closeNow();
+  }
+
+  /** Whether a command (and its hook) is running now. */
+  get commandRunning(): boolean {
+    return this.busy && this.lineWaiter === null;
   }
 
   /**
@@ -449,6 +480,7 @@ export class SMTP implements SMTPServer {
       this.socket?.destroy();
     } finally {
       this.busy = false;
+      if (this.pendingShutdown !== null) this.push(this.pendingShutdown);
       if (this.closeRequested) this.closeNow();
       else if (this.draining && this.betweenTransactions()) this.shutdown();
       this.flush();
@@ -1043,6 +1075,47 @@ export class SMTP implements SMTPServer {
 
   // ---- STARTTLS (RFC 3207) -------------------------------------------------------------
 
+  /** Implicit TLS begun after a PROXY header: handshake, then the greeting. */
+  private wrapTLS(context: SecureContext, then: () => void): void {
+    const raw = this.socket!;
+    raw.off('data', onSocketData);
+    raw.off('drain', onSocketDrain);
+    // The handshake's first bytes may already have been read with the header, and a TLSSocket
+    // over a net.Socket reads only from the kernel: feed it through a stream that replays them.
+    const preface = this.tlsPreface;
+    this.tlsPreface = null;
+    const carrier = new Duplex({
+      read: () => void raw.resume(),
+      write: (chunk: Buffer, _encoding, callback) => void raw.write(chunk, callback),
+      final: (callback) => {
+        raw.end();
+        callback();
+      },
+      destroy: (error, callback) => {
+        raw.destroy();
+        callback(error);
+      },
+    });
+    if (preface !== null) carrier.push(preface);
+    raw.on('data', (chunk: Buffer) => {
+      if (!carrier.push(chunk)) raw.pause();
+    });
+    raw.once('end', () => carrier.push(null));
+    raw.once('close', () => carrier.destroy());
+    const secure = new TLSSocket(carrier as unknown as Socket, { isServer: true, secureContext: context, rejectUnauthorized: false });
+    this.socket = secure;
+    this.attach(secure);
+    const timer = setTimeout(() => secure.destroy(), this.options.tlsHandshakeTimeout ?? DEFAULTS.tlsHandshakeTimeout);
+    secure.once('secure', () => {
+      clearTimeout(timer);
+      this.session.tls = tlsInfo(secure);
+      then();
+      void this.pump();
+    });
+    secure.once('close', () => clearTimeout(timer));
+    secure.resume();
+  }
+
   private startTLS(arg: string): void {
     if (this.secureContext === null) return this.respond(Reply.TLS_NOT_AVAILABLE);
     if (arg !== '') return this.respond(Reply.STARTTLS_SYNTAX);
@@ -1084,13 +1157,20 @@ export class SMTP implements SMTPServer {
   // ---- XCLIENT (Postfix) --------------------------------------------------------------
 
   /** XCLIENT is for the proxies the operator trusts, judged by the real (TCP) peer. */
+  /**
+   * Judged once per connection, by the client a PROXY header names when there is one (else a
+   * load balancer on the allow-list would vouch for everyone behind it), never by what an
+   * earlier XCLIENT said.
+   */
   private xclientAllowed(): boolean {
+    if (this.xclientOK !== null) return this.xclientOK;
     const allow = this.options.xclientAllow;
     const socket = this.socket;
-    if (allow === undefined || allow.length === 0 || socket === null) return false;
-    const address = socket.remoteAddress;
-    if (address === undefined) return false;
-    return allowListOf(allow).check(address.replace(/^::ffff:/, ''), isIPv6(address) && !address.startsWith('::ffff:') ? 'ipv6' : 'ipv4');
+    if (allow === undefined || allow.length === 0 || socket === null) return (this.xclientOK = false);
+    const proxied = this.session.proxyData === null ? null : proxiedPeer(this.session.proxyData);
+    const address = (proxied?.address ?? socket.remoteAddress)?.replace(/^::ffff:/, '');
+    if (address === undefined || address === '') return (this.xclientOK = false);
+    return (this.xclientOK = allowListOf(allow).check(address, isIPv6(address) ? 'ipv6' : 'ipv4'));
   }
 
   private xclient(arg: string): void {

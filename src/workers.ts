@@ -55,8 +55,8 @@ export function runPrimary(count: number, log: (text: string) => void): Promise<
       if (stopping && Object.keys(cluster.workers ?? {}).length === 0) resolve(failed ? 1 : 0);
     });
 
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
     for (let i = 0; i < count; i++) fork();
   });
 }

@@ -1,54 +1,77 @@
 /**
- * Proxy: relays each accepted message to an upstream SMTP server, keeping the envelope and adding
- * X-Peer, as aiosmtpd's Proxy and Python smtpd's PureProxy do. Unlike aiosmtpd's (which answers
- * 250 whatever happened upstream), the upstream's refusal comes back to the client with its code,
- * and an upstream that cannot be reached gives a 4xx, so the client keeps the message and retries.
+ * Proxy: relays each transaction to an upstream SMTP server, keeping the envelope and adding
+ * X-Peer, as aiosmtpd's Proxy and Python smtpd's PureProxy do, but the way Postfix's
+ * smtpd_proxy_filter does it: the upstream decides each command as our client sends it.
  *
- * The outbound side is nodemailer's SMTPConnection: it dot-stuffs, and normalizes bare CR and LF
- * to CRLF. We normalize first ourselves too, so the guarantee that a body holding `\n.\n` reaches
- * the upstream as one message (no SMTP smuggling through us) does not rest on one library version.
+ * - MAIL opens an upstream connection (EHLO, STARTTLS when offered) and sends MAIL FROM; the
+ *   upstream's reply is our reply. An upstream that cannot be reached gives 451 4.4.1, never 250.
+ * - Each RCPT is sent upstream and answered with the upstream's reply, so a recipient the upstream
+ *   refuses is refused to our client with the upstream's code, and the client bounces or retries
+ *   it: no message is ever answered 250 while some of its recipients are lost.
+ * - DATA sends the message upstream, X-Peer first, normalized to CRLF and dot-stuffed (a body
+ *   holding bare `\n.\n` reaches the upstream as the one message it is here: no SMTP smuggling
+ *   through us), and answers with the upstream's final reply (LMTP: that reply per recipient).
+ * - RSET, QUIT, HELO/EHLO and a new MAIL end the upstream transaction (QUIT) and close its
+ *   connection; one our client abandoned is closed by its idle timeout.
+ *
+ * A 421 from the upstream becomes 451 (a 421 from us would close our client's connection).
  */
 import type { ConnectionOptions } from 'node:tls';
-import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
-import { formatPeer, type Envelope, type Session } from '../session.js';
+import { Reply } from '../replies.js';
+import { formatPeer, type Envelope, type MailOptions, type RcptOptions, type Session } from '../session.js';
 import { bodyOf, clean } from './headers.js';
+import { DEFAULT_IDLE_TIMEOUT, Upstream, UpstreamError, type UpstreamReply } from './upstream.js';
+
+export { toCRLF } from './upstream.js';
 
 export interface ProxyOptions {
   /** TLS from the first byte (SMTPS, usually port 465). Default false: STARTTLS when offered. */
   secure?: boolean;
   /** Do not use STARTTLS even when the upstream offers it. Default false. */
   ignoreTLS?: boolean;
-  /** Milliseconds allowed to connect, to get the greeting, and between any two reads or writes. Default 30000. */
+  /** Milliseconds allowed to connect, to get the greeting, to get each reply, for a blocked write. Default 30000. */
   timeout?: number;
+  /**
+   * Milliseconds an upstream connection may wait for our client's next command before it says
+   * QUIT and closes (a client that vanished mid-transaction). Default 60000. A transaction whose
+   * upstream connection closed meanwhile is opened again (MAIL and the accepted RCPTs) at the
+   * client's next command.
+   */
+  idleTimeout?: number;
   /** Options for the TLS connection (e.g. `ca`, `servername`, `rejectUnauthorized`). */
   tls?: ConnectionOptions;
 }
 
 export const DEFAULT_PROXY_TIMEOUT = 30_000;
-
-let clientLoad: Promise<typeof SMTPConnection> | null = null;
-
-/** Loaded on the first relay: importing it costs every CLI start ~40 ms, Proxy or not. */
-function loadClient(): Promise<typeof SMTPConnection> {
-  clientLoad ??= import('nodemailer/lib/smtp-connection').then((m) => m.default);
-  return clientLoad;
-}
+export const DEFAULT_PROXY_IDLE_TIMEOUT = DEFAULT_IDLE_TIMEOUT;
 
 const UNAVAILABLE = '451 4.4.1 Upstream server unavailable, try again later';
-const CRLF = Buffer.from('\r\n');
+const NO_BINARYMIME = '555 5.5.4 BODY=BINARYMIME cannot be relayed';
+const NO_SMTPUTF8 = '553 5.6.7 The upstream server does not accept non-ASCII addresses';
 
-/** What nodemailer's errors carry; its own error type is not part of our public API. */
-interface RelayError {
-  code?: string;
-  responseCode?: number;
-  response?: string;
+/** One transaction relayed: what was said upstream, to say it again on a new connection. */
+interface Transaction {
+  envelope: Envelope;
+  upstream: Upstream;
+  /** Our EHLO name. */
+  name: string;
+  /** The MAIL FROM command the upstream accepted. */
+  mail: string;
+  /** The RCPT TO commands it accepted, in order. */
+  rcpts: string[];
+  /** The addresses it accepted, in order. */
+  accepted: string[];
+  /** The upstream takes SMTPUTF8 for this transaction. */
+  utf8: boolean;
 }
 
 export class Proxy implements Handler {
   readonly host: string;
   readonly port: number;
   readonly options: Readonly<ProxyOptions>;
+  /** The open upstream transaction of each client connection. */
+  private readonly transactions = new WeakMap<Session, Transaction>();
 
   constructor(host: string, port: number, options: ProxyOptions = {}) {
     if (typeof host !== 'string' || host === '') throw new TypeError('Proxy: host must be a non-empty string');
@@ -68,62 +91,194 @@ export class Proxy implements Handler {
     return new Proxy(host, port);
   }
 
-  async handleDATA(server: SMTPServer, session: Session, envelope: Envelope): Promise<string> {
-    // X-Peer is prepended, so it comes before any copy the client forged. X-MailFrom and
-    // X-RcptTo are not added: X-RcptTo would show every recipient the Bcc list.
-    const data = Buffer.concat([Buffer.from(`X-Peer: ${clean(formatPeer(session.peer))}\r\n`, 'utf8'), toCRLF(bodyOf(envelope))]);
-    return this.relay(await loadClient(), server.hostname, envelope, data);
+  handleHELO(server: SMTPServer, session: Session): string {
+    this.end(session);
+    return `250 ${server.hostname}`;
   }
 
-  /** One upstream connection per transaction: connect, send, QUIT. Never rejects. */
-  private relay(Client: typeof SMTPConnection, clientName: string, envelope: Envelope, data: Buffer): Promise<string> {
-    const timeout = this.options.timeout ?? DEFAULT_PROXY_TIMEOUT;
-    const connection = new Client({
+  /** Ends any transaction, and does not offer BINARYMIME: the message goes on with DATA. */
+  handleEHLO(_server: SMTPServer, session: Session, _envelope: Envelope, _hostname: string, responses: string[]): string[] {
+    this.end(session);
+    return responses.filter((line) => line.toUpperCase() !== 'BINARYMIME');
+  }
+
+  async handleMAIL(server: SMTPServer, session: Session, envelope: Envelope, address: string, mailOptions: MailOptions): Promise<string> {
+    this.end(session);
+    const begun = await this.begin(server, session, envelope, address, mailOptions);
+    return typeof begun === 'string' ? begun : begun.reply;
+  }
+
+  async handleRCPT(server: SMTPServer, session: Session, envelope: Envelope, address: string, rcptOptions: RcptOptions): Promise<string> {
+    const t = this.current(session, envelope) ?? (await this.beginFor(server, session, envelope));
+    if (typeof t === 'string') return t;
+    const reply = await this.recipient(t, address);
+    if (reply.startsWith('2')) {
+      envelope.rcptTos.push(address);
+      envelope.rcptOptions.push(rcptOptions);
+    }
+    return reply;
+  }
+
+  /** The upstream's final reply; in LMTP, one per recipient. */
+  async handleDATA(server: SMTPServer, session: Session, envelope: Envelope): Promise<string | string[]> {
+    const replies = await this.relay(server, session, envelope);
+    if (server.lmtp) return replies;
+    return replies.find((r) => !r.startsWith('2')) ?? replies[0] ?? UNAVAILABLE;
+  }
+
+  handleRSET(_server: SMTPServer, session: Session): string {
+    this.end(session);
+    return Reply.RSET_OK;
+  }
+
+  handleQUIT(_server: SMTPServer, session: Session): string {
+    this.end(session);
+    return Reply.BYE;
+  }
+
+  // ---- inside ------------------------------------------------------------------------------
+
+  private connect(name: string): Promise<Upstream> {
+    return Upstream.connect({
       host: this.host,
       port: this.port,
+      name,
       secure: this.options.secure ?? false,
       ignoreTLS: this.options.ignoreTLS ?? false,
       tls: this.options.tls,
-      name: clientName,
-      connectionTimeout: timeout,
-      greetingTimeout: timeout,
-      socketTimeout: timeout,
-      dnsTimeout: timeout,
-      logger: false,
-    });
-    return new Promise<string>((resolve) => {
-      let settled = false;
-      const finish = (reply: string, polite: boolean) => {
-        if (settled) return;
-        settled = true;
-        if (polite) connection.quit();
-        else connection.close();
-        resolve(reply);
-      };
-      // Also catches errors after the reply (during QUIT): an unheard 'error' event would throw.
-      connection.on('error', (error: RelayError) => finish(this.refusal(error), false));
-      connection.once('end', () => finish(UNAVAILABLE, false));
-      connection.connect((error?: RelayError) => {
-        if (error) return finish(this.refusal(error), false);
-        const smtpEnvelope = {
-          from: envelope.mailFrom ?? '',
-          to: [...envelope.rcptTos],
-          size: data.length,
-          use8BitMime: envelope.mailOptions.body === '8BITMIME',
-        };
-        connection.send(smtpEnvelope, data, (sendError: RelayError | null, info?: { rejected: string[] }) => {
-          // A refusal leaves the upstream session usable, so it still gets a QUIT.
-          if (sendError) return finish(this.refusal(sendError), isRefusal(sendError));
-          finish(accepted(info?.rejected ?? []), true);
-        });
-      });
+      timeout: this.options.timeout ?? DEFAULT_PROXY_TIMEOUT,
+      idleTimeout: this.options.idleTimeout ?? DEFAULT_PROXY_IDLE_TIMEOUT,
     });
   }
 
-  /** The upstream's own refusal, passed back; anything else (network, timeout, TLS) is a 451. */
-  private refusal(error: RelayError): string {
-    if (!isRefusal(error)) return UNAVAILABLE;
-    return passBack(error.response!) ?? UNAVAILABLE;
+  /** This envelope's upstream transaction, if it has one. */
+  private current(session: Session, envelope: Envelope): Transaction | undefined {
+    const t = this.transactions.get(session);
+    return t !== undefined && t.envelope === envelope ? t : undefined;
+  }
+
+  /** Ends the session's upstream transaction, if any: QUIT, then close. */
+  private end(session: Session): void {
+    const t = this.transactions.get(session);
+    if (t === undefined) return;
+    this.transactions.delete(session);
+    t.upstream.quit();
+  }
+
+  /** Opens the upstream transaction: connect, MAIL FROM. A string is the refusal to answer with. */
+  private async begin(
+    server: SMTPServer,
+    session: Session,
+    envelope: Envelope,
+    address: string,
+    options: MailOptions,
+  ): Promise<string | { transaction: Transaction; reply: string }> {
+    if (options.body === 'BINARYMIME') return NO_BINARYMIME;
+    let upstream: Upstream;
+    try {
+      upstream = await this.connect(server.hostname);
+    } catch {
+      return UNAVAILABLE;
+    }
+    const utf8 = options.smtputf8 === true && upstream.supports('SMTPUTF8');
+    if (!utf8 && !isAscii(address)) {
+      upstream.quit();
+      return NO_SMTPUTF8;
+    }
+    const mail = `MAIL FROM:<${address}>${mailParameters(upstream, options, xPeer(session).length, utf8)}`;
+    try {
+      const reply = await upstream.command(mail);
+      if (!isSuccess(reply)) {
+        upstream.quit();
+        return passBack(reply);
+      }
+      const transaction: Transaction = { envelope, upstream, name: server.hostname, mail, rcpts: [], accepted: [], utf8 };
+      this.transactions.set(session, transaction);
+      return { transaction, reply: passBack(reply) };
+    } catch {
+      upstream.close();
+      return UNAVAILABLE;
+    }
+  }
+
+  /** For an envelope whose MAIL did not come through our handleMAIL (a delegating handler's). */
+  private async beginFor(server: SMTPServer, session: Session, envelope: Envelope): Promise<Transaction | string> {
+    this.end(session);
+    const begun = await this.begin(server, session, envelope, envelope.mailFrom ?? '', envelope.mailOptions);
+    return typeof begun === 'string' ? begun : begun.transaction;
+  }
+
+  /** RCPT TO upstream; its reply, passed back. */
+  private async recipient(t: Transaction, address: string): Promise<string> {
+    if (!t.utf8 && !isAscii(address)) return NO_SMTPUTF8;
+    const command = `RCPT TO:<${address}>`;
+    try {
+      const reply = await (await this.live(t)).command(command);
+      if (isSuccess(reply)) {
+        t.rcpts.push(command);
+        t.accepted.push(address);
+      }
+      return passBack(reply);
+    } catch {
+      t.upstream.close();
+      return UNAVAILABLE;
+    }
+  }
+
+  /**
+   * The transaction's upstream connection, opened again when it closed (idle timeout, the
+   * upstream's own timeout or 421) before the message was sent: MAIL and every accepted RCPT
+   * again, each of which must be accepted again. Never after DATA: that could deliver twice.
+   */
+  private async live(t: Transaction): Promise<Upstream> {
+    if (t.upstream.open) return t.upstream;
+    t.upstream.close();
+    t.upstream = await this.connect(t.name);
+    for (const command of [t.mail, ...t.rcpts]) {
+      const reply = await t.upstream.command(command);
+      if (!isSuccess(reply)) throw new UpstreamError(`refused on reconnection: ${reply.code}`, 'EPROTOCOL', reply);
+    }
+    return t.upstream;
+  }
+
+  /** One reply per envelope recipient. */
+  private async relay(server: SMTPServer, session: Session, envelope: Envelope): Promise<string[]> {
+    const all = (reply: string) => envelope.rcptTos.map(() => reply);
+    const t = this.current(session, envelope) ?? (await this.beginFor(server, session, envelope));
+    if (typeof t === 'string') return all(t);
+    this.transactions.delete(session); // whatever happens now, the transaction ends here
+    try {
+      // Recipients that did not come through our handleRCPT (a subclass's or a delegating
+      // handler's) are put to the upstream now.
+      const refusals: Array<string | null> = [];
+      const unsent = new Map<string, number>();
+      for (const a of t.accepted) unsent.set(a, (unsent.get(a) ?? 0) + 1);
+      for (const address of envelope.rcptTos) {
+        const n = unsent.get(address) ?? 0;
+        if (n > 0) {
+          unsent.set(address, n - 1);
+          refusals.push(null);
+          continue;
+        }
+        const reply = await this.recipient(t, address);
+        refusals.push(reply.startsWith('2') ? null : reply);
+      }
+      const first = refusals.find((r) => r !== null);
+      // SMTP has one reply per message: with a recipient refused, the message is refused whole
+      // rather than delivered to some and reported failed (a retry would deliver twice).
+      if (first != null && (!server.lmtp || refusals.every((r) => r !== null))) {
+        t.upstream.quit();
+        return refusals.map((r) => r ?? first);
+      }
+      const upstream = await this.live(t);
+      const final = await upstream.data([Buffer.from(xPeer(session), 'utf8'), bodyOf(envelope)]);
+      upstream.quit();
+      const reply = passBack(final);
+      return refusals.map((r) => r ?? reply);
+    } catch {
+      t.upstream.close();
+      return all(UNAVAILABLE);
+    }
   }
 }
 
@@ -131,60 +286,36 @@ function isPort(port: number): boolean {
   return Number.isInteger(port) && port >= 1 && port <= 65535;
 }
 
-/** A reply the upstream gave to MAIL, RCPT, DATA or the message: a refusal of ours to pass on. */
-function isRefusal(error: RelayError): boolean {
-  return (
-    (error.code === 'EENVELOPE' || error.code === 'EMESSAGE') &&
-    typeof error.response === 'string' &&
-    typeof error.responseCode === 'number'
-  );
+function isAscii(text: string): boolean {
+  return /^[\x00-\x7f]*$/.test(text);
+}
+
+function isSuccess(reply: UpstreamReply): boolean {
+  return reply.code >= 200 && reply.code < 300;
+}
+
+/** The trace header put in front of the message (X-MailFrom and X-RcptTo are not: X-RcptTo would show every recipient the Bcc list). */
+function xPeer(session: Session): string {
+  return `X-Peer: ${clean(formatPeer(session.peer))}\r\n`;
+}
+
+/** SIZE, BODY and SMTPUTF8 as the client declared them, each only when the upstream offers it. */
+function mailParameters(upstream: Upstream, options: MailOptions, added: number, utf8: boolean): string {
+  let params = '';
+  if (options.size !== undefined && upstream.supports('SIZE')) params += ` SIZE=${options.size + added}`;
+  if ((options.body === '8BITMIME' || options.body === '7BIT') && upstream.supports('8BITMIME')) params += ` BODY=${options.body}`;
+  if (utf8) params += ' SMTPUTF8';
+  return params;
 }
 
 /**
- * The upstream's reply rebuilt for our client: its code (4xx or 5xx only: a refusal must never
- * turn into a success) and its text without control characters. 421 means the upstream is
- * closing its own connection, not ours, so it becomes a plain 451.
+ * The upstream's reply rebuilt for our client: its code and its text without control characters.
+ * 421 means the upstream is closing its own connection, not ours, so it becomes 451; a code that
+ * is no final reply (1xx, 3xx) is the upstream's protocol error, a 451.
  */
-function passBack(response: string): string | null {
-  const lines = response.split(/\r?\n/).filter((line) => line !== '');
-  const code = /^([45][0-9][0-9])(?:[ -]|$)/.exec(lines[0] ?? '')?.[1];
-  if (code === undefined) return null;
-  const replyCode = code === '421' ? '451' : code;
-  const texts = lines.slice(0, 10).map((line) => line.slice(4).replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 500));
-  return texts.map((text) => `${replyCode} ${text}`.trimEnd()).join('\r\n');
-}
-
-/** 250, naming the recipients the upstream refused (the others got the message, so it stays a 250). */
-function accepted(rejected: readonly string[]): string {
-  if (rejected.length === 0) return '250 OK';
-  const names = rejected.join(', ').replace(/[\x00-\x1f\x7f]/g, '');
-  return `250 OK, but the upstream refused: ${names.length > 400 ? names.slice(0, 400) + '...' : names}`;
-}
-
-/** Every bare CR and every bare LF becomes CRLF; CRLF pairs stay. Returns `data` itself when nothing changes. */
-export function toCRLF(data: Buffer): Buffer {
-  const parts: Buffer[] = [];
-  let start = 0;
-  let cr = data.indexOf(0x0d);
-  let lf = data.indexOf(0x0a);
-  while (cr !== -1 || lf !== -1) {
-    if (cr !== -1 && (lf === -1 || cr < lf)) {
-      if (data[cr + 1] === 0x0a) {
-        // CRLF: that LF is the next one, skip the pair.
-        lf = data.indexOf(0x0a, cr + 2);
-        cr = data.indexOf(0x0d, cr + 2);
-        continue;
-      }
-      parts.push(data.subarray(start, cr), CRLF);
-      start = cr + 1;
-      cr = data.indexOf(0x0d, start);
-    } else {
-      parts.push(data.subarray(start, lf), CRLF);
-      start = lf + 1;
-      lf = data.indexOf(0x0a, start);
-    }
-  }
-  if (parts.length === 0) return data;
-  parts.push(data.subarray(start));
-  return Buffer.concat(parts);
+function passBack(reply: UpstreamReply): string {
+  const code = reply.code === 421 ? 451 : reply.code;
+  if (code < 200 || (code >= 300 && code < 400) || code > 599) return UNAVAILABLE;
+  const texts = reply.lines.slice(0, 10).map((line) => line.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 500));
+  return texts.map((text) => `${code} ${text}`.trimEnd()).join('\r\n');
 }

@@ -1,0 +1,508 @@
+/**
+ * A small SMTP client for the Proxy handler's upstream side (RFC 5321, RFC 3207 STARTTLS): one
+ * connection, one command at a time (no pipelining), replies read whole (multi-line included)
+ * and returned as values, never thrown: only the connection failing (refused, reset, closed,
+ * timed out, TLS, a reply that is not SMTP) rejects, with an UpstreamError.
+ *
+ * Every wait is bounded: connecting, the greeting and each reply by `timeout`, a blocked write by
+ * `timeout` too; between commands, a connection left alone for `idleTimeout` (its client vanished
+ * mid-transaction) says QUIT and closes, and does not keep the process alive meanwhile.
+ *
+ * The message body is normalized (every bare CR and bare LF becomes CRLF) and dot-stuffed on
+ * the way out by DataEncoder, chunk by chunk, so nothing in it can end the DATA early upstream.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+
+export interface UpstreamOptions {
+  host: string;
+  port: number;
+  /** The name we give in EHLO/HELO. */
+  name: string;
+  /** TLS from the first byte (SMTPS). Default false. */
+  secure?: boolean;
+  /** Do not use STARTTLS even when offered. Default false. */
+  ignoreTLS?: boolean;
+  /** Node TLS options for the connection (ca, servername, rejectUnauthorized, ...). */
+  tls?: tls.ConnectionOptions;
+  /** Milliseconds to connect, to get the greeting, to get each reply, for a blocked write. Default 30000. */
+  timeout?: number;
+  /** Milliseconds between commands after which the connection says QUIT and closes. Default 60000. */
+  idleTimeout?: number;
+}
+
+export const DEFAULT_UPSTREAM_TIMEOUT = 30_000;
+export const DEFAULT_IDLE_TIMEOUT = 60_000;
+
+/** One reply: its code and the text of each line (after `250-` / `250 `). */
+export interface UpstreamReply {
+  code: number;
+  lines: string[];
+}
+
+export type UpstreamErrorCode = 'ECONNECTION' | 'ETIMEDOUT' | 'ECLOSED' | 'EPROTOCOL' | 'EGREETING' | 'EHELO';
+
+/** The connection failed: nothing more can be said on it. `reply` is the upstream's, when one caused it. */
+export class UpstreamError extends Error {
+  override name = 'UpstreamError';
+  constructor(
+    message: string,
+    readonly code: UpstreamErrorCode,
+    readonly reply: UpstreamReply | null = null,
+  ) {
+    super(message);
+  }
+}
+
+/** Longest reply line we read (RFC 5321 §4.5.3.1.5 says 512; some servers are generous). */
+const MAX_LINE = 8192;
+/** Most lines in one reply (a long EHLO has ~20). */
+const MAX_LINES = 200;
+/** Unasked 421 replies we keep (a server closing on its own); more is not SMTP. */
+const MAX_QUEUED = 2;
+/** The body is handed to the socket in pieces of this size, for backpressure. */
+const WRITE_PIECE = 256 * 1024;
+const QUIT_WAIT_MS = 5000;
+const REPLY_LINE = /^([2-5][0-9][0-9])(?:([ -])(.*))?$/s;
+
+type Settle = { resolve: (reply: UpstreamReply) => void; reject: (error: UpstreamError) => void };
+
+export class Upstream {
+  private readonly options: UpstreamOptions;
+  private readonly timeout: number;
+  private readonly idleTimeout: number;
+  private socket: net.Socket;
+  private isSecure: boolean;
+  private pending: Buffer = Buffer.alloc(0);
+  private partial: { code: string; lines: string[] } | null = null;
+  private readonly queue: UpstreamReply[] = [];
+  private waiter: Settle | null = null;
+  /** Rejecters of other waits (connect, TLS handshake, drain): the first failure ends them all. */
+  private readonly waits = new Set<(error: UpstreamError) => void>();
+  private error: UpstreamError | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  /** QUIT was sent (or is being sent): no more commands. */
+  private quitting = false;
+  /** The upstream said 421: it is closing its side. */
+  private closing = false;
+  private ext = new Map<string, string>();
+  /** STARTTLS is in flight: what follows its reply in clear is dropped, not read (RFC 3207 §4.2). */
+  private dropAfterReply = false;
+  private dropping = false;
+
+  private constructor(options: UpstreamOptions) {
+    this.options = options;
+    this.timeout = options.timeout ?? DEFAULT_UPSTREAM_TIMEOUT;
+    this.idleTimeout = options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT;
+    this.isSecure = options.secure === true;
+    this.socket = this.isSecure
+      ? tls.connect({ ...options.tls, host: options.host, port: options.port, servername: this.servername() })
+      : net.connect({ host: options.host, port: options.port });
+    this.attach(this.socket);
+  }
+
+  /**
+   * Connects, reads the greeting, says EHLO (HELO when EHLO is refused) and, when the upstream
+   * offers it and neither `secure` nor `ignoreTLS` is set, STARTTLS and EHLO again. Rejects with
+   * an UpstreamError when any of it fails; the connection is then closed.
+   */
+  static async connect(options: UpstreamOptions): Promise<Upstream> {
+    const upstream = new Upstream(options);
+    try {
+      await upstream.handshake();
+      return upstream;
+    } catch (error) {
+      upstream.close();
+      throw error instanceof UpstreamError ? error : new UpstreamError(String(error), 'ECONNECTION');
+    }
+  }
+
+  /** The EHLO keywords (upper case) and their parameters; empty after HELO. */
+  get extensions(): ReadonlyMap<string, string> {
+    return this.ext;
+  }
+
+  supports(keyword: string): boolean {
+    return this.ext.has(keyword.toUpperCase());
+  }
+
+  /** True once the connection runs over TLS (implicit or STARTTLS). */
+  get secure(): boolean {
+    return this.isSecure;
+  }
+
+  /** True while commands can still be sent. */
+  get open(): boolean {
+    return this.error === null && !this.quitting && !this.closing && !this.socket.destroyed;
+  }
+
+  /** Sends one command line (CRLF added) and resolves to its reply. */
+  async command(line: string): Promise<UpstreamReply> {
+    if (/[\r\n]/.test(line)) throw new TypeError('an SMTP command must not contain CR or LF');
+    this.usable();
+    return this.exchange(Buffer.from(line + '\r\n', 'utf8'));
+  }
+
+  /**
+   * DATA, then the message (normalized to CRLF and dot-stuffed as it goes), then CRLF.CRLF.
+   * Resolves to the final reply; when DATA itself is refused, to that refusal.
+   */
+  async data(chunks: Iterable<Buffer> | AsyncIterable<Buffer>): Promise<UpstreamReply> {
+    const go = await this.command('DATA');
+    if (go.code !== 354) {
+      if (go.code < 400) throw this.fail(new UpstreamError(`unexpected reply to DATA: ${go.code}`, 'EPROTOCOL', go));
+      return go;
+    }
+    const encoder = new DataEncoder();
+    for await (const chunk of chunks) {
+      for (let at = 0; at < chunk.length; at += WRITE_PIECE) {
+        await this.write(encoder.push(chunk.subarray(at, at + WRITE_PIECE)));
+      }
+    }
+    return this.exchange(encoder.end());
+  }
+
+  /** Ends politely: QUIT, then closes on its reply (or after a few seconds). Never throws. */
+  quit(): void {
+    if (this.quitting || this.error !== null || this.waiter !== null) return this.close();
+    this.quitting = true;
+    this.clearIdle();
+    if (this.closing || this.socket.destroyed || !this.socket.writable) return this.close();
+    const timer = setTimeout(() => this.close(), Math.min(this.timeout, QUIT_WAIT_MS));
+    timer.unref();
+    this.waiter = { resolve: () => this.close(), reject: () => clearTimeout(timer) };
+    this.socket.write('QUIT\r\n');
+  }
+
+  /** Closes at once. */
+  close(): void {
+    this.fail(new UpstreamError('connection closed by us', 'ECLOSED'));
+  }
+
+  // ---- inside ------------------------------------------------------------------------------
+
+  private servername(): string | undefined {
+    return this.options.tls?.servername ?? (net.isIP(this.options.host) === 0 ? this.options.host : undefined);
+  }
+
+  private async handshake(): Promise<void> {
+    // Waiting for the greeting from the start: over TLS it may come with the end of the handshake.
+    const greeted = this.read();
+    greeted.catch(() => {});
+    await this.waitFor(this.socket, this.isSecure ? 'secureConnect' : 'connect');
+    this.socket.setNoDelay(true);
+    const greeting = await greeted;
+    if (greeting.code !== 220) throw this.fail(new UpstreamError(`greeting ${greeting.code}`, 'EGREETING', greeting));
+    await this.hello();
+    if (!this.isSecure && this.options.ignoreTLS !== true && this.supports('STARTTLS')) await this.startTLS();
+    this.usable();
+  }
+
+  private async hello(): Promise<void> {
+    this.ext = new Map();
+    const ehlo = await this.command(`EHLO ${this.options.name}`);
+    if (ehlo.code >= 200 && ehlo.code < 300) {
+      for (const line of ehlo.lines.slice(1)) {
+        const m = /^([A-Za-z0-9][A-Za-z0-9-]*)(?:[ =](.*))?$/.exec(line.trim());
+        if (m !== null) this.ext.set(m[1]!.toUpperCase(), m[2] ?? '');
+      }
+      return;
+    }
+    if (ehlo.code === 421) throw this.fail(new UpstreamError('EHLO refused', 'EHELO', ehlo));
+    const helo = await this.command(`HELO ${this.options.name}`);
+    if (helo.code < 200 || helo.code >= 300) throw this.fail(new UpstreamError('HELO refused', 'EHELO', helo));
+  }
+
+  /** RFC 3207. A refused STARTTLS leaves the session in clear (opportunistic TLS). */
+  private async startTLS(): Promise<void> {
+    this.dropAfterReply = true;
+    const reply = await this.command('STARTTLS');
+    if (reply.code === 421) throw this.fail(new UpstreamError('STARTTLS refused', 'EHELO', reply));
+    if (reply.code !== 220) {
+      // Refused: the session goes on in clear (anything that came after the refusal was dropped).
+      this.dropping = false;
+      return;
+    }
+    const plain = this.socket;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('close');
+    // Whatever came after the 220, before the handshake, is not to be trusted (RFC 3207 §4.2).
+    this.dropping = false;
+    this.pending = Buffer.alloc(0);
+    this.queue.length = 0;
+    this.partial = null;
+    const secure = tls.connect({ ...this.options.tls, socket: plain, host: this.options.host, servername: this.servername() });
+    this.socket = secure;
+    this.attach(secure);
+    await this.waitFor(secure, 'secureConnect');
+    this.isSecure = true;
+    await this.hello();
+  }
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (error: Error) => this.fail(new UpstreamError(error.message, 'ECONNECTION')));
+    socket.on('close', () => this.fail(new UpstreamError('connection closed by the upstream', 'ECLOSED')));
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.dropping) return;
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    let nl: number;
+    while (this.error === null && !this.dropping && (nl = this.pending.indexOf(0x0a)) !== -1) {
+      const end = nl > 0 && this.pending[nl - 1] === 0x0d ? nl - 1 : nl;
+      if (end > MAX_LINE) break;
+      const line = this.pending.subarray(0, end).toString('utf8');
+      this.pending = this.pending.subarray(nl + 1);
+      this.onLine(line);
+    }
+    if (this.dropping) this.pending = Buffer.alloc(0);
+    else if (this.error === null && (this.pending.indexOf(0x0a) > MAX_LINE || this.pending.length > MAX_LINE + 2)) {
+      this.fail(new UpstreamError('reply line too long', 'EPROTOCOL'));
+    }
+  }
+
+  private onLine(line: string): void {
+    const m = REPLY_LINE.exec(line);
+    if (m === null || (this.partial !== null && this.partial.code !== m[1])) {
+      this.fail(new UpstreamError(`not an SMTP reply: ${JSON.stringify(line.slice(0, 100))}`, 'EPROTOCOL'));
+      return;
+    }
+    const partial = (this.partial ??= { code: m[1]!, lines: [] });
+    partial.lines.push(m[3] ?? '');
+    if (m[2] === '-') {
+      if (partial.lines.length > MAX_LINES) this.fail(new UpstreamError('reply too long', 'EPROTOCOL'));
+      return;
+    }
+    this.partial = null;
+    const reply = { code: Number(partial.code), lines: partial.lines };
+    if (reply.code === 421) this.closing = true;
+    const waiter = this.waiter;
+    if (waiter !== null) {
+      this.waiter = null;
+      if (this.dropAfterReply) {
+        this.dropAfterReply = false;
+        this.dropping = true;
+      }
+      waiter.resolve(reply);
+    } else if (reply.code !== 421 || this.queue.push(reply) > MAX_QUEUED) {
+      // Every command's reply is awaited before the command is written, so this reply answers
+      // nothing: taking it for the next command's would pass the wrong replies on. Only a 421
+      // (a server closing on its own) is kept, to be read as the next reply.
+      this.fail(new UpstreamError(`a reply nobody asked for: ${reply.code}`, 'EPROTOCOL', reply));
+    }
+  }
+
+  private usable(): void {
+    if (this.error !== null) throw this.error;
+    if (this.quitting) throw new UpstreamError('the connection is ending', 'ECLOSED');
+    if (this.closing) throw new UpstreamError('the upstream said 421', 'ECLOSED');
+  }
+
+  /** The next reply, within `timeout`. */
+  private read(): Promise<UpstreamReply> {
+    const queued = this.queue.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    if (this.error !== null) return Promise.reject(this.error);
+    if (this.waiter !== null) return Promise.reject(new UpstreamError('a command is already in flight', 'EPROTOCOL'));
+    this.busy();
+    return new Promise<UpstreamReply>((resolve, reject) => {
+      const timer = setTimeout(() => this.fail(new UpstreamError(`no reply within ${this.timeout} ms`, 'ETIMEDOUT')), this.timeout);
+      this.waiter = {
+        resolve: (reply) => {
+          clearTimeout(timer);
+          this.idle();
+          resolve(reply);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      };
+    });
+  }
+
+  /** Writes `data` and resolves to the reply it gets; the wait for it starts before the write. */
+  private async exchange(data: Buffer): Promise<UpstreamReply> {
+    const reply = this.read();
+    reply.catch(() => {}); // a failed write rejects it too; the write's error is the one thrown
+    await this.write(data);
+    return reply;
+  }
+
+  /** Writes, waiting (within `timeout`) while the socket's buffer is full. */
+  private async write(data: Buffer): Promise<void> {
+    if (this.error !== null) throw this.error;
+    if (data.length === 0) return;
+    this.busy();
+    if (this.socket.write(data)) return;
+    await this.waitFor(this.socket, 'drain');
+  }
+
+  /** Resolves on `event`, rejects on failure or after `timeout` (which then fails the connection). */
+  private waitFor(socket: net.Socket, event: string): Promise<void> {
+    if (this.error !== null) return Promise.reject(this.error);
+    return new Promise<void>((resolve, reject) => {
+      const done = (error: UpstreamError | null) => {
+        clearTimeout(timer);
+        socket.off(event, onEvent);
+        this.waits.delete(onFail);
+        if (error === null) resolve();
+        else reject(error);
+      };
+      const onEvent = () => done(null);
+      const onFail = (error: UpstreamError) => done(error);
+      const timer = setTimeout(() => this.fail(new UpstreamError(`no ${event} within ${this.timeout} ms`, 'ETIMEDOUT')), this.timeout);
+      socket.once(event, onEvent);
+      this.waits.add(onFail);
+    });
+  }
+
+  /** The first failure is kept, ends every wait and destroys the socket; returns the kept one. */
+  private fail(error: UpstreamError): UpstreamError {
+    if (this.error !== null) return this.error;
+    this.error = error;
+    this.clearIdle();
+    const waiter = this.waiter;
+    this.waiter = null;
+    waiter?.reject(error);
+    for (const reject of [...this.waits]) reject(error);
+    this.waits.clear();
+    this.socket.destroy();
+    return error;
+  }
+
+  /** Something is in flight: the process waits for it. */
+  private busy(): void {
+    this.clearIdle();
+    this.socket.ref();
+  }
+
+  /** Nothing in flight: start the idle clock, and let the process exit if this is all it has. */
+  private idle(): void {
+    this.clearIdle();
+    if (this.error !== null || this.quitting) return;
+    this.idleTimer = setTimeout(() => this.quit(), this.idleTimeout);
+    this.idleTimer.unref();
+    this.socket.unref();
+  }
+
+  private clearIdle(): void {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+  }
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const CRLF = Buffer.from('\r\n');
+const DOT_BUF = Buffer.from('.');
+const END_OF_DATA = Buffer.from('.\r\n');
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Turns message bytes into what goes on the wire after DATA: every bare CR and bare LF becomes
+ * CRLF, a line that starts with a dot gets a second one (RFC 5321 §4.5.2), and end() adds the
+ * final CRLF (when the message lacks one) and `.` CRLF. Chunks may split anywhere, a CRLF pair
+ * included: the output is the same as for the whole message at once.
+ */
+export class DataEncoder {
+  private atLineStart = true;
+  private pendingCR = false;
+
+  push(chunk: Buffer): Buffer {
+    const len = chunk.length;
+    if (len === 0) return EMPTY;
+    const out: Buffer[] = [];
+    let pos = 0;
+    if (this.pendingCR) {
+      this.pendingCR = false;
+      out.push(CRLF);
+      this.atLineStart = true;
+      if (chunk[0] === LF) pos = 1;
+    }
+    let start = pos;
+    let cr = chunk.indexOf(CR, pos);
+    let lf = chunk.indexOf(LF, pos);
+    while (pos < len) {
+      if (this.atLineStart) {
+        this.atLineStart = false;
+        if (chunk[pos] === DOT) {
+          if (pos > start) out.push(chunk.subarray(start, pos));
+          out.push(DOT_BUF);
+          start = pos;
+        }
+      }
+      if (cr !== -1 && cr < pos) cr = chunk.indexOf(CR, pos);
+      if (lf !== -1 && lf < pos) lf = chunk.indexOf(LF, pos);
+      const brk = cr === -1 ? lf : lf === -1 ? cr : Math.min(cr, lf);
+      if (brk === -1) break;
+      if (brk > start) out.push(chunk.subarray(start, brk));
+      if (chunk[brk] === CR) {
+        if (brk + 1 === len) {
+          // A CR at the end of a chunk: the next chunk tells whether it was half of a CRLF.
+          this.pendingCR = true;
+          start = pos = len;
+          break;
+        }
+        pos = chunk[brk + 1] === LF ? brk + 2 : brk + 1;
+      } else {
+        pos = brk + 1;
+      }
+      out.push(CRLF);
+      start = pos;
+      this.atLineStart = true;
+    }
+    if (start < len) out.push(chunk.subarray(start));
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
+  }
+
+  /** The end of the message: the last line's CRLF if it has none, then `.` CRLF. */
+  end(): Buffer {
+    const parts: Buffer[] = [];
+    if (this.pendingCR) {
+      this.pendingCR = false;
+      parts.push(CRLF);
+      this.atLineStart = true;
+    }
+    if (!this.atLineStart) parts.push(CRLF);
+    parts.push(END_OF_DATA);
+    this.atLineStart = true;
+    return Buffer.concat(parts);
+  }
+}
+
+/** A whole message as it goes on the wire after DATA, terminator included. */
+export function encodeData(message: Buffer): Buffer {
+  const encoder = new DataEncoder();
+  return Buffer.concat([encoder.push(message), encoder.end()]);
+}
+
+/** Every bare CR and every bare LF becomes CRLF; CRLF pairs stay. Returns `data` itself when nothing changes. */
+export function toCRLF(data: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let start = 0;
+  let cr = data.indexOf(CR);
+  let lf = data.indexOf(LF);
+  while (cr !== -1 || lf !== -1) {
+    if (cr !== -1 && (lf === -1 || cr < lf)) {
+      if (data[cr + 1] === LF) {
+        // CRLF: that LF is the next one, skip the pair.
+        lf = data.indexOf(LF, cr + 2);
+        cr = data.indexOf(CR, cr + 2);
+        continue;
+      }
+      parts.push(data.subarray(start, cr), CRLF);
+      start = cr + 1;
+      cr = data.indexOf(CR, start);
+    } else {
+      parts.push(data.subarray(start, lf), CRLF);
+      start = lf + 1;
+      lf = data.indexOf(LF, start);
+    }
+  }
+  if (parts.length === 0) return data;
+  parts.push(data.subarray(start));
+  return Buffer.concat(parts);
+}
