@@ -31,6 +31,7 @@
 //   "superseded", and out of the medians.
 //   SNAPSHOT=1: tsmtpd runs from a copy of dist/ taken at the start (OUT/tsmtpd), so a rebuild
 //   during the bench cannot mix two builds; SNAPSHOT=0 runs dist/ in place.
+//   TSMTPD_DIST=DIR: measure the build in DIR (e.g. a saved copy of an older dist/) instead of dist/.
 //   OUT=/tmp/tsmtpd-bench-<time> (results.jsonl, summary.md, env.txt, server logs)
 // Flags: --workers 2  adds tsmtpd-w2 to the servers of every scenario (same as SERVERS naming it).
 import { spawn, spawnSync } from 'node:child_process';
@@ -135,9 +136,9 @@ const aiosmtpdVersion = existsSync(PYTHON)
   : null;
 const isRoot = process.getuid?.() === 0;
 
-const DIST = path.join(ROOT, 'dist');
+const DIST = env.TSMTPD_DIST ? path.resolve(env.TSMTPD_DIST) : path.join(ROOT, 'dist');
 let CLI = path.join(DIST, 'cli.js');
-if (!existsSync(CLI)) fatal('dist/cli.js is missing: run `npm run build` first');
+if (!existsSync(CLI)) fatal(`${CLI} is missing: run \`npm run build\` first`);
 
 /** A short hash of every file under dir: says whether two builds are the same. */
 function treeHash(dir) {
@@ -225,7 +226,7 @@ const envText = [
   `date: ${new Date().toISOString()}`,
   `host: ${os.type()} ${os.release()} ${os.arch()}, ${CORES} cpus (${cpuModel}), ${memMiB} MiB`,
   `node: ${process.version}  ${pyVersion ? `python3 (/usr/bin): ${pyVersion.replace('Python ', '')}` : ''}`,
-  `tsmtpd: ${tsmtpdVersion} (dist/ ${DIST_HASH}${env.SNAPSHOT !== '0' ? ', run from a copy in OUT/tsmtpd' : ''})  smtp-server: ${smtpServerVersion ?? 'not installed'}  aiosmtpd: ${aiosmtpdVersion ?? 'not installed'}` +
+  `tsmtpd: ${tsmtpdVersion} (${env.TSMTPD_DIST ? DIST : 'dist/'} ${DIST_HASH}${env.SNAPSHOT !== '0' ? ', run from a copy in OUT/tsmtpd' : ''})  smtp-server: ${smtpServerVersion ?? 'not installed'}  aiosmtpd: ${aiosmtpdVersion ?? 'not installed'}` +
     `  postfix (smtp-sink, smtp-source): ${SMTP_SINK || SMTP_SOURCE ? postfixVersion || 'installed' : 'not installed'}`,
   `load: ${LOADGEN === 'smtp-source' ? 'smtp-source -d' : 'bench/loadgen.js'} for c*/large/scaling, bench/loadgen.js for p10/idle;` +
     ` pinning: ${PIN ? 'server on CPU 0, load on CPU 1 (taskset)' : 'none'}`,
