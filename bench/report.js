@@ -2,7 +2,7 @@
 // and the detailed one in summary.md (median and min–max of every server and metric).
 
 export const SCENARIO_ORDER = ['c1', 'c10', 'c100', 'p10', 'large', 'idle', 'scaling'];
-export const SERVER_ORDER = ['tsmtpd', 'tsmtpd-w2', 'smtp-server', 'aiosmtpd', 'smtp-sink'];
+export const SERVER_ORDER = ['tsmtpd', 'tsmtpd-buffered', 'tsmtpd-w2', 'smtp-server', 'aiosmtpd', 'smtp-sink'];
 
 export function median(values) {
   const s = [...values].sort((a, b) => a - b);
@@ -66,6 +66,8 @@ export function mainTable(rows) {
   const peers = servers.filter((s) => !s.startsWith('tsmtpd'));
   const hasW2 = servers.includes('tsmtpd-w2');
   const head = ['scenario', 'unit', ...servers, ...peers.map((p) => `tsmtpd/${p}`)];
+  const hasBuffered = servers.includes('tsmtpd-buffered');
+  if (hasBuffered) head.push('buffered/tsmtpd');
   if (hasW2) head.push('w2/w1');
   head.push('tsmtpd CPU µs/msg', 'tsmtpd peak RSS MiB');
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((h, i) => (i < 2 ? '---' : '---:')).join('|')}|`];
@@ -81,6 +83,7 @@ export function mainTable(rows) {
     const any = rows.find((r) => r.scenario === sc && r.count) ?? rows.find((r) => r.scenario === sc);
     const row = [scenarioLabel(sc, any), unitOf(sc), ...servers.map(cell)];
     for (const p of peers) row.push(fmtRatio(med('tsmtpd') / med(p)));
+    if (hasBuffered) row.push(fmtRatio(med('tsmtpd-buffered') / med('tsmtpd')));
     if (hasW2) row.push(fmtRatio(med('tsmtpd-w2') / med('tsmtpd')));
     const t = get(sc, 'tsmtpd').ok;
     row.push(sc === 'idle' ? '–' : fmtInt(median(t.map((r) => r.cpu_us_per_msg))));

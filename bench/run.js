@@ -4,6 +4,7 @@
 // Servers (each a discard-everything sink, a fresh process for every run):
 //   tsmtpd       node dist/cli.js -n -c Sink -l 127.0.0.1:PORT          (run `npm run build` first)
 //   tsmtpd-w2    the same with --workers 2 (only in the `scaling` row, or when SERVERS names it)
+//   tsmtpd-buffered  -c Sink buffered: the body gathered for handleDATA (only when SERVERS names it)
 //   smtp-server  node bench/sink-smtp-server.js PORT                      (devDependency)
 //   aiosmtpd     /usr/bin/python3 -m aiosmtpd -n -c aiosmtpd.handlers.Sink -l 127.0.0.1:PORT
 //                                                                (when `import aiosmtpd` works)
@@ -23,12 +24,12 @@
 // Knobs (env): REPS=3 N_SMALL=20000 SMALL_SIZE=1024 N_LARGE=50 LARGE_SIZE=10485760 LARGE_CONC=4
 //   IDLE_CONNS=2000 SETTLE=2 SCENARIOS=... SERVERS="tsmtpd smtp-server aiosmtpd smtp-sink"
 //   RUN_TIMEOUT=180 (s per run) PIN=1 LOADGEN=auto|smtp-source|node PORT_BASE=27000
-//   QUIET_WAIT=20 QUIET_MAX=10: before each run wait up to QUIET_WAIT s for the machine's CPU use
+//   QUIET_WAIT=10 QUIET_MAX=10: before each run wait up to QUIET_WAIT s for the machine's CPU use
 //   by other processes to fall under QUIET_MAX % (of all cores); each run records that background
 //   CPU % (machine busy time - server - load generator - this script) in results.jsonl.
 //   NOISY_MAX=25 NOISY_RETRIES=1: a run during which that background CPU exceeded NOISY_MAX % is
-//   measured again (up to NOISY_RETRIES times); the noisy one stays in results.jsonl, marked
-//   "superseded", and out of the medians.
+//   measured again (up to NOISY_RETRIES times); the attempt with the least background counts, the
+//   others stay in results.jsonl marked "superseded", out of the medians.
 //   SNAPSHOT=1: tsmtpd runs from a copy of dist/ taken at the start (OUT/tsmtpd), so a rebuild
 //   during the bench cannot mix two builds; SNAPSHOT=0 runs dist/ in place.
 //   TSMTPD_DIST=DIR: measure the build in DIR (e.g. a saved copy of an older dist/) instead of dist/.
@@ -93,7 +94,7 @@ const IDLE_CONNS = num('IDLE_CONNS', 2000);
 const SETTLE = num('SETTLE', 2);
 const RUN_TIMEOUT = num('RUN_TIMEOUT', 180);
 const PORT_BASE = num('PORT_BASE', 27000);
-const QUIET_WAIT = num('QUIET_WAIT', 20);
+const QUIET_WAIT = num('QUIET_WAIT', 10);
 const QUIET_MAX = num('QUIET_MAX', 10);
 const NOISY_MAX = num('NOISY_MAX', 25);
 const NOISY_RETRIES = num('NOISY_RETRIES', 1);
@@ -160,6 +161,11 @@ const SERVERS = {
     cmd: (port) => [process.execPath, CLI, '-n', '-c', 'Sink', '-l', `${HOST}:${port}`] },
   'tsmtpd-w2': { available: true, pin: false, readyLog: /2 workers listening/,
     cmd: (port) => [process.execPath, CLI, '-n', '-c', 'Sink', '-l', `${HOST}:${port}`, '--workers', '2'] },
+  // Opt-in (SERVERS): the buffered Sink (`-c Sink buffered`: the body gathered in memory and handed
+  // to handleDATA, as aiosmtpd's Sink does), where the build has it; `-c Sink` drops the body as
+  // it streams in.
+  'tsmtpd-buffered': { available: true, pin: true,
+    cmd: (port) => [process.execPath, CLI, '-n', '-c', 'Sink', '-l', `${HOST}:${port}`, 'buffered'] },
   'smtp-server': { available: smtpServerVersion !== null, pin: true,
     cmd: (port) => [process.execPath, path.join(HERE, 'sink-smtp-server.js'), String(port), HOST] },
   aiosmtpd: { available: aiosmtpdVersion !== null, pin: true,
@@ -530,17 +536,23 @@ for (let rep = 1; rep <= REPS; rep++) {
     const list = def.servers ?? servers;
     const order = rep % 2 ? list : [...list].reverse();
     for (const name of order) {
-      let r = await measure(name, scenario, rep);
+      // A run disturbed by other processes is measured again; of the attempts, the one with the
+      // least background CPU counts (the others stay in results.jsonl, marked superseded).
+      const attempts = [await measure(name, scenario, rep)];
+      let r = attempts[0];
       for (let retry = 0; retry < NOISY_RETRIES && r.ok && r.background_cpu_pct > NOISY_MAX; retry++) {
         log(`rep ${rep}/${REPS} ${scenario} ${name}: other processes used ${r.background_cpu_pct.toFixed(0)}% of the` +
           ` machine during the run (${metricOf(r).toFixed(1)} ${unitOf(scenario)}); measuring again`);
-        r.superseded = true;
-        rows.push(r);
-        appendFileSync(RESULTS, `${JSON.stringify(r)}\n`);
         r = await measure(name, scenario, rep);
+        attempts.push(r);
       }
-      rows.push(r);
-      appendFileSync(RESULTS, `${JSON.stringify(r)}\n`);
+      const okAttempts = attempts.filter((a) => a.ok);
+      r = okAttempts.length ? okAttempts.reduce((a, b) => (b.background_cpu_pct < a.background_cpu_pct ? b : a)) : r;
+      for (const a of attempts) {
+        if (a !== r) a.superseded = true;
+        rows.push(a);
+        appendFileSync(RESULTS, `${JSON.stringify(a)}\n`);
+      }
       const v = metricOf(r);
       log(`rep ${rep}/${REPS} ${scenario} ${name}: ${r.ok ? `${Number.isFinite(v) ? v.toFixed(1) : '?'} ${unitOf(scenario)}` : 'FAILED'}` +
         (r.ok && scenario !== 'idle' ? `, server CPU ${Math.round(r.cpu_us_per_msg)} µs/msg, peak RSS ${(r.hwm_kb / 1024).toFixed(1)} MiB` +

@@ -37,7 +37,7 @@ options:
   -c CLASSPATH, --class CLASSPATH
                         Use the given class, as a built-in name (Debugging, Sink, Mailbox, Proxy) or
                         MODULE:EXPORT (e.g. ./my-handler.js:MyHandler), as the handler class.
-                        Default: Debugging.
+                        Default: Debugging. (-c Sink buffered: a Sink that gathers each body.)
   -s SIZE, --size SIZE  The maximum message size in bytes, advertised with SIZE and enforced
                         (552). 0 means no limit. Default: 33554432.
   -u, --smtputf8        Enable the SMTPUTF8 extension (RFC 6531).

@@ -1283,7 +1283,9 @@ export class SMTP implements SMTPServer {
       this.logger.error(`${formatPeer(this.session.peer)} authenticator error`, error);
       return this.respond(Reply.AUTH_TEMPORARY_FAILURE);
     }
-    const message = outcome.message === undefined ? null : normalizeReply(outcome.message, true);
+    // An authenticator's reply is a final one: never a 3xx that would leave the client waiting.
+    const message =
+      outcome.message === undefined || outcome.message.startsWith('3') ? null : normalizeReply(outcome.message, true);
     if (outcome.success === true) {
       this.session.authenticated = true;
       this.session.authData = outcome.authData ?? login;

@@ -19,7 +19,7 @@ import type { Logger } from '../src/options.js';
 import type { ProxyData } from '../src/proxy-protocol.js';
 import type { Envelope, Session } from '../src/session.js';
 import { CliProcess, ROOT, freePort } from './cli-util.js';
-import { PeerRecorder, Probe, needTool, pool, removeDir, startHAProxy, tempDir, transaction, until } from './scale-util.js';
+import { PeerRecorder, Probe, needTool, pool, removeDir, startHAProxy, startHAProxyAnywhere, tempDir, transaction, until } from './scale-util.js';
 
 const quiet: Logger = { debugEnabled: false, debug() {}, info() {}, warn() {}, error() {} };
 
@@ -74,9 +74,9 @@ describe('the same message through HAProxy, v1 and v2: the handler sees the real
       const dir = await tempDir('haproxy');
       try {
         await withTsmtpd(async (controller, handler) => {
-          const front = await freePort();
           const uniqueId = server.includes('unique-id') ? ['    unique-id-format %ci:%cp'] : [];
-          const haproxy = await startHAProxy(dir, config(front, controller.port, server, { frontend: uniqueId }), front);
+          const haproxy = await startHAProxyAnywhere(dir, (port) => config(port, controller.port, server, { frontend: uniqueId }));
+          const front = haproxy.front;
           try {
             for (const localAddress of ['127.0.0.2', '127.0.0.3']) {
               const p = await Probe.connect(front, { localAddress });
@@ -118,8 +118,8 @@ describe('the same message through HAProxy, v1 and v2: the handler sees the real
     const dir = await tempDir('haproxy-nm');
     try {
       await withTsmtpd(async (controller, handler) => {
-        const front = await freePort();
-        const haproxy = await startHAProxy(dir, config(front, controller.port, 'send-proxy-v2'), front);
+        const haproxy = await startHAProxyAnywhere(dir, (port) => config(port, controller.port, 'send-proxy-v2'));
+        const front = haproxy.front;
         try {
           const transport = nodemailer.createTransport({
             host: '127.0.0.1',
@@ -160,11 +160,8 @@ describe('the same message through HAProxy, v1 and v2: the handler sees the real
         ['send-proxy check inter 200ms', 'TCP4'],
       ] as const) {
         await withTsmtpd(async (controller, handler) => {
-          const front = await freePort();
-          const haproxy = await startHAProxy(
-            dir,
-            config(front, controller.port, server, { backend: ['    option smtpchk EHLO haproxy-check.example'] }),
-            front,
+          const haproxy = await startHAProxyAnywhere(dir, (port) =>
+            config(port, controller.port, server, { backend: ['    option smtpchk EHLO haproxy-check.example'] }),
           );
           try {
             const checked = await until(() => handler.ehlos.some((e) => e.hostname === 'haproxy-check.example'), 5000);
@@ -174,7 +171,7 @@ describe('the same message through HAProxy, v1 and v2: the handler sees the real
             else assert.equal(check.proxyData?.family, 'TCP4'); // v1 has no LOCAL: it names HAProxy's own connection
             assert.equal(check.peer, '127.0.0.1', 'a health check keeps the proxy as the peer');
             // The server is up for HAProxy: traffic flows.
-            const p = await Probe.connect(front, { localAddress: '127.0.0.5' });
+            const p = await Probe.connect(haproxy.front, { localAddress: '127.0.0.5' });
             try {
               assert.equal((await transaction(p)).code, 250);
               assert.equal(handler.seen.at(-1)!.peer.address, '127.0.0.5');

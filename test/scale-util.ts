@@ -15,7 +15,7 @@ import type { TestContext } from 'node:test';
 import type { Handler, SMTPServer } from '../src/handler.js';
 import { PROXY_V2_SIGNATURE, crc32c, type ProxyData } from '../src/proxy-protocol.js';
 import type { Envelope, Peer, Session } from '../src/session.js';
-import { canBind } from './cli-util.js';
+import { canBind, freePort } from './cli-util.js';
 import type { SMTPReply } from './helpers.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -480,4 +480,22 @@ export async function startHAProxy(dir: string, config: string, port: number): P
     assert.fail(`haproxy did not start listening on ${port}: ${out}`);
   }
   return { child, output: () => out, stop };
+}
+
+/**
+ * Starts HAProxy on a free front port, retrying with another when a parallel test took the one
+ * picked (ports are found by binding and releasing, which races).
+ */
+export async function startHAProxyAnywhere(
+  dir: string,
+  config: (front: number) => string,
+): Promise<HAProxy & { front: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const front = await freePort();
+    try {
+      return { ...(await startHAProxy(dir, config(front), front)), front };
+    } catch (error) {
+      if (attempt >= 5 || !/failed to start their listeners|did not start listening/.test(String(error))) throw error;
+    }
+  }
 }
