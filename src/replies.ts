@@ -26,6 +26,7 @@ export const Reply = {
   HANDLER_ERROR: '451 4.3.0 Requested action aborted: error in processing',
   TOO_MANY_AUTH_FAILURES: '421 4.7.0 Too many failed authentication attempts, goodbye',
   AUTH_TEMPORARY_FAILURE: '454 4.7.0 Temporary authentication failure',
+  TOO_MANY_RECIPIENTS: '452 4.5.3 Error: too many recipients',
 
   // STARTTLS and AUTH
   READY_FOR_TLS: '220 2.0.0 Ready to start TLS',

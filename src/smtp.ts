@@ -27,7 +27,7 @@ import {
 import { DEFAULTS, type Logger, type SMTPOptions } from './options.js';
 import { secureContextOf, tlsInfo } from './tls-info.js';
 import type { Handler, MaybePromise, SMTPServer } from './handler.js';
-import { afterKeyword, heloName, parseCommand, parseParams, parsePath, parseSize } from './parse.js';
+import { afterKeyword, heloName, parseCommand, parseParams, parsePath, parseSize, type EsmtpParam } from './parse.js';
 import { Reply, normalizeReply, tooManyCalls, unknownHelpTopic, unrecognized } from './replies.js';
 import { Envelope, Session, formatPeer, type MailOptions, type Peer, type RcptOptions } from './session.js';
 import { parseProxyHeader, type ProxyData } from './proxy-protocol.js';
@@ -807,19 +807,27 @@ export class SMTP implements SMTPServer {
     return true;
   }
 
+  /** MAIL and RCPT share their argument syntax, `FROM:<path> [params]`: the parts, or the error reply. */
+  private pathAndParams(arg: string, verb: 'MAIL' | 'RCPT'): { address: string; params: EsmtpParam[] } | string {
+    const mail = verb === 'MAIL';
+    const esmtp = this.session.extendedSmtp;
+    const syntax = mail ? (esmtp ? Reply.MAIL_SYNTAX_EXT : Reply.MAIL_SYNTAX) : esmtp ? Reply.RCPT_SYNTAX_EXT : Reply.RCPT_SYNTAX;
+    const rest = afterKeyword(arg, mail ? 'FROM' : 'TO');
+    if (rest === null) return syntax;
+    const path = parsePath(rest, { allowNull: mail, allowPostmaster: !mail, utf8: this.enableSMTPUTF8 });
+    if (path === 'utf8') return Reply.NEED_UTF8;
+    if (path === 'syntax') return mail ? Reply.BAD_SENDER : Reply.BAD_ADDRESS;
+    if (path.params !== '' && !esmtp) return syntax;
+    const params = parseParams(path.params, this.enableSMTPUTF8);
+    return params === null ? Reply.BAD_PARAMS : { address: path.address, params };
+  }
+
   private async mail(arg: string): Promise<void> {
     if (this.needHelo()) return;
     if (this.envelope.mailFrom !== null) return this.respond(Reply.NESTED_MAIL);
-    const esmtp = this.session.extendedSmtp;
-    const syntax = esmtp ? Reply.MAIL_SYNTAX_EXT : Reply.MAIL_SYNTAX;
-    const rest = afterKeyword(arg, 'FROM');
-    if (rest === null) return this.respond(syntax);
-    const path = parsePath(rest, { allowNull: true, allowPostmaster: false, utf8: this.enableSMTPUTF8 });
-    if (path === 'utf8') return this.respond(Reply.NEED_UTF8);
-    if (path === 'syntax') return this.respond(Reply.BAD_SENDER);
-    if (path.params !== '' && !esmtp) return this.respond(syntax);
-    const params = parseParams(path.params, this.enableSMTPUTF8);
-    if (params === null) return this.respond(Reply.BAD_PARAMS);
+    const parsed = this.pathAndParams(arg, 'MAIL');
+    if (typeof parsed === 'string') return this.respond(parsed);
+    const { address, params } = parsed;
     const options: MailOptions = {};
     for (const { keyword, value } of params) {
       if (keyword === 'SIZE') {
@@ -845,7 +853,6 @@ export class SMTP implements SMTPServer {
         return this.respond(Reply.PARAM_NOT_RECOGNIZED);
       }
     }
-    const address = path.address;
     if (!options.smtputf8 && !isAsciiString(address)) return this.respond(Reply.NEED_UTF8);
     const env = this.envelope;
     const h = this.handler;
@@ -868,25 +875,17 @@ export class SMTP implements SMTPServer {
     if (this.needHelo()) return;
     const env = this.envelope;
     if (env.mailFrom === null) return this.respond(Reply.NEED_MAIL);
-    const esmtp = this.session.extendedSmtp;
-    const syntax = esmtp ? Reply.RCPT_SYNTAX_EXT : Reply.RCPT_SYNTAX;
-    const rest = afterKeyword(arg, 'TO');
-    if (rest === null) return this.respond(syntax);
-    const path = parsePath(rest, { allowNull: false, allowPostmaster: true, utf8: this.enableSMTPUTF8 });
-    if (path === 'utf8') return this.respond(Reply.NEED_UTF8);
-    if (path === 'syntax') return this.respond(Reply.BAD_ADDRESS);
-    if (path.params !== '' && !esmtp) return this.respond(syntax);
-    const params = parseParams(path.params, this.enableSMTPUTF8);
-    if (params === null) return this.respond(Reply.BAD_PARAMS);
+    const parsed = this.pathAndParams(arg, 'RCPT');
+    if (typeof parsed === 'string') return this.respond(parsed);
+    const { address, params } = parsed;
     const options: RcptOptions = {};
     for (const { keyword, value } of params) {
       if (!this.options.acceptUnknownParameters) return this.respond(Reply.PARAM_NOT_RECOGNIZED);
       options[keyword] = value ?? true;
     }
-    const address = path.address;
     if (!env.smtputf8 && !isAsciiString(address)) return this.respond(Reply.NEED_UTF8);
     if (env.rcptTos.length >= (this.options.maxRecipients ?? DEFAULTS.maxRecipients)) {
-      return this.respond('452 4.5.3 Error: too many recipients');
+      return this.respond(Reply.TOO_MANY_RECIPIENTS);
     }
     const before = env.rcptTos.length;
     const h = this.handler;
