@@ -16,36 +16,46 @@ export interface SMTPReply {
 const WAIT_MS = 5000;
 
 export class RawClient {
-  readonly socket: net.Socket;
-  private buf = Buffer.alloc(0);
+  socket: net.Socket;
+  /** Bytes received and not yet consumed as replies. */
+  protected buf = Buffer.alloc(0);
   private waiters: Array<() => void> = [];
+  /** Every byte received, consumed or not. */
+  received = Buffer.alloc(0);
   closed = false;
+  closedAt = 0;
+  protected readonly onData = (chunk: Buffer) => {
+    this.buf = Buffer.concat([this.buf, chunk]);
+    this.received = Buffer.concat([this.received, chunk]);
+    this.wake();
+  };
+  protected readonly onClose = () => {
+    this.closed = true;
+    this.closedAt = Date.now();
+    this.wake();
+  };
 
-  private constructor(socket: net.Socket) {
+  constructor(socket: net.Socket) {
     this.socket = socket;
-    socket.on('data', (chunk: Buffer) => {
-      this.buf = Buffer.concat([this.buf, chunk]);
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake();
-    });
+    this.listen(socket);
+  }
+
+  protected listen(socket: net.Socket): void {
+    socket.on('data', this.onData);
+    socket.on('close', this.onClose);
     socket.on('error', () => {});
   }
 
   static connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ port, host }, () => resolve(new RawClient(socket)));
-      socket.once('error', reject);
-    });
+    return connectSocket(() => net.connect({ port, host }), 'connect').then((s) => new RawClient(s));
   }
 
   static connectPath(path: string): Promise<RawClient> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ path }, () => resolve(new RawClient(socket)));
-      socket.once('error', reject);
-    });
+    return connectSocket(() => net.connect({ path }), 'connect').then((s) => new RawClient(s));
+  }
+
+  get unread(): string {
+    return this.buf.toString('latin1');
   }
 
   private wake(): void {
@@ -54,7 +64,8 @@ export class RawClient {
     for (const f of w) f();
   }
 
-  private waitForChange(ms: number): Promise<boolean> {
+  /** Resolves true when something arrives or the socket closes, false after ms. */
+  protected waitForChange(ms: number): Promise<boolean> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), ms);
       this.waiters.push(() => {
@@ -66,12 +77,12 @@ export class RawClient {
 
   /** Sends exact bytes: a string is sent as UTF-8, nothing is added. */
   send(data: string | Buffer): void {
-    this.socket.write(data);
+    if (!this.socket.destroyed) this.socket.write(data);
   }
 
   /** Sends a command line with CRLF. */
   line(text: string): void {
-    this.socket.write(text + '\r\n');
+    this.send(text + '\r\n');
   }
 
   /** Reads one whole (possibly multi-line) reply. Rejects on timeout or close. */
@@ -80,15 +91,15 @@ export class RawClient {
     for (;;) {
       const r = this.tryParse();
       if (r !== null) return r;
-      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.buf.toString('latin1'))}`);
+      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.unread)}`);
       const left = deadline - Date.now();
       if (left <= 0 || !(await this.waitForChange(left))) {
-        throw new Error(`no reply within ${ms} ms; unread: ${JSON.stringify(this.buf.toString('latin1'))}`);
+        throw new Error(`no reply within ${ms} ms; unread: ${JSON.stringify(this.unread)}`);
       }
     }
   }
 
-  private tryParse(): SMTPReply | null {
+  protected tryParse(): SMTPReply | null {
     const lines: string[] = [];
     let pos = 0;
     for (;;) {
@@ -105,34 +116,57 @@ export class RawClient {
   }
 
   /** Sends a command and returns its reply. */
-  async cmd(text: string): Promise<SMTPReply> {
+  async cmd(text: string, ms = WAIT_MS): Promise<SMTPReply> {
     this.line(text);
-    return this.reply();
+    return this.reply(ms);
   }
 
   /** Asserts no reply arrives within ms (for "nothing more was executed" checks). */
   async noReplyWithin(ms: number): Promise<boolean> {
-    if (this.tryParsePeek()) return false;
+    if (this.buf.indexOf('\r\n') >= 0) return false;
     await this.waitForChange(ms);
-    return !this.tryParsePeek();
-  }
-
-  private tryParsePeek(): boolean {
-    return this.buf.indexOf('\r\n') >= 0;
+    return this.buf.indexOf('\r\n') < 0;
   }
 
   /** Resolves when the server closed the connection (or rejects after ms). */
   async waitClosed(ms = WAIT_MS): Promise<void> {
+    if (!(await this.closedWithin(ms))) throw new Error('connection still open');
+  }
+
+  /** Whether the server closed the connection within ms. */
+  async closedWithin(ms = WAIT_MS): Promise<boolean> {
     const deadline = Date.now() + ms;
     while (!this.closed) {
       const left = deadline - Date.now();
-      if (left <= 0 || !(await this.waitForChange(left))) throw new Error('connection still open');
+      if (left <= 0) return false;
+      await this.waitForChange(left);
     }
+    return true;
   }
 
   close(): void {
     this.socket.destroy();
   }
+}
+
+/** Opens a socket (plain or TLS) and resolves once `event` fired; rejects on error or after 5 s. */
+export function connectSocket<S extends net.Socket>(open: () => S, event: 'connect' | 'secureConnect'): Promise<S> {
+  return new Promise((resolve, reject) => {
+    const socket = open();
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`${event} timed out`));
+    }, WAIT_MS);
+    socket.once(event, () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once('error', (e) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(e);
+    });
+  });
 }
 
 /** Starts a Controller on 127.0.0.1 and a free port. Use with `await using` or stop() it. */

@@ -16,6 +16,7 @@ import type { Handler, SMTPServer } from '../src/handler.js';
 import { PROXY_V2_SIGNATURE, crc32c, type ProxyData } from '../src/proxy-protocol.js';
 import type { Envelope, Peer, Session } from '../src/session.js';
 import { canBind, freePort } from './cli-util.js';
+import { RawClient, connectSocket } from './helpers.js';
 import type { SMTPReply } from './helpers.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -159,118 +160,18 @@ export class PeerRecorder implements Handler {
  * Like helpers.ts's RawClient, plus `received` (every byte ever read) and `closedAt`, for
  * "closed without a greeting, at about this time" checks.
  */
-export class Probe {
-  readonly socket: net.Socket;
-  received = Buffer.alloc(0);
-  private buf = Buffer.alloc(0);
-  closed = false;
-  closedAt = 0;
+/** The raw client of helpers.ts, connectable from a chosen local address. */
+export class Probe extends RawClient {
   readonly openedAt = Date.now();
-  private waiters: Array<() => void> = [];
-
-  constructor(socket: net.Socket) {
-    this.socket = socket;
-    socket.on('data', (chunk: Buffer) => {
-      this.received = Buffer.concat([this.received, chunk]);
-      this.buf = Buffer.concat([this.buf, chunk]);
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.closedAt = Date.now();
-      this.wake();
-    });
-    socket.on('error', () => {});
-  }
 
   /** Connects (optionally from a chosen local address); rejects after 5 s. */
-  static connect(port: number, options: { host?: string; localAddress?: string } = {}): Promise<Probe> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ port, host: options.host ?? '127.0.0.1', localAddress: options.localAddress });
+  static override connect(port: number, options: { host?: string; localAddress?: string } | string = {}): Promise<Probe> {
+    const o = typeof options === 'string' ? { host: options } : options;
+    return connectSocket(() => {
+      const socket = net.connect({ port, host: o.host ?? '127.0.0.1', localAddress: o.localAddress });
       socket.setNoDelay(true);
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new Error('connect timed out'));
-      }, 5000);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        resolve(new Probe(socket));
-      });
-      socket.once('error', (error) => {
-        clearTimeout(timer);
-        reject(error);
-      });
-    });
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  private waitForChange(ms: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), ms);
-      this.waiters.push(() => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    });
-  }
-
-  send(data: string | Buffer): void {
-    if (!this.socket.destroyed) this.socket.write(data);
-  }
-
-  line(text: string): void {
-    this.send(text + '\r\n');
-  }
-
-  /** One whole (possibly multi-line) reply; rejects on close or after `ms`. */
-  async reply(ms = 5000): Promise<SMTPReply> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const r = this.tryParse();
-      if (r !== null) return r;
-      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.buf.toString('latin1'))}`);
-      const left = deadline - Date.now();
-      if (left <= 0 || !(await this.waitForChange(left))) {
-        throw new Error(`no reply within ${ms} ms; unread: ${JSON.stringify(this.buf.toString('latin1'))}`);
-      }
-    }
-  }
-
-  private tryParse(): SMTPReply | null {
-    const lines: string[] = [];
-    let pos = 0;
-    for (;;) {
-      const end = this.buf.indexOf('\r\n', pos);
-      if (end < 0) return null;
-      const line = this.buf.subarray(pos, end).toString('utf8');
-      lines.push(line);
-      pos = end + 2;
-      if (line[3] !== '-') {
-        this.buf = this.buf.subarray(pos);
-        return { code: Number(line.slice(0, 3)), lines, text: lines.join('\n') };
-      }
-    }
-  }
-
-  async cmd(text: string, ms = 5000): Promise<SMTPReply> {
-    this.line(text);
-    return this.reply(ms);
-  }
-
-  /** Resolves once the peer closed; false when still open after `ms`. */
-  async waitClosed(ms = 5000): Promise<boolean> {
-    const deadline = Date.now() + ms;
-    while (!this.closed) {
-      const left = deadline - Date.now();
-      if (left <= 0) return false;
-      await this.waitForChange(left);
-    }
-    return true;
+      return socket;
+    }, 'connect').then((s) => new Probe(s));
   }
 
   /** Waits until at least one complete line arrived or the socket closed; false after `ms`. */
@@ -283,15 +184,11 @@ export class Probe {
     }
     return true;
   }
-
-  close(): void {
-    this.socket.destroy();
-  }
 }
 
 /** Asserts the server closed the connection within `ms` and never sent a byte. */
 export async function assertClosedUngreeted(p: Probe, ms: number, what: string): Promise<number> {
-  const closed = await p.waitClosed(ms);
+  const closed = await p.closedWithin(ms);
   assert.ok(closed, `${what}: still open after ${ms} ms (received ${JSON.stringify(p.received.toString('latin1'))})`);
   assert.equal(p.received.length, 0, `${what}: the server sent ${JSON.stringify(p.received.toString('latin1'))}`);
   return p.closedAt - p.openedAt;

@@ -108,7 +108,7 @@ describe('Controller.stop({ deadline }) with transactions in flight', () => {
       const idleReply = await idle.reply(1000);
       assert.equal(idleReply.code, 421, idleReply.text);
       assert.match(idleReply.text, /^421 4\.3\.2 /);
-      assert.ok(await idle.waitClosed(2000), 'idle connection left open');
+      assert.ok(await idle.closedWithin(2000), 'idle connection left open');
       assert.ok(await refused(port), 'new connections must be refused once stopping');
       // The busy client finishes its message well before the deadline.
       await sleep(200);
@@ -145,7 +145,7 @@ describe('Controller.stop({ deadline }) with transactions in flight', () => {
       assert.ok(at >= 350 && at < 1500, `421 after ${at} ms, deadline 400`);
       // A client that sends its terminator after the 421 delivers nothing.
       p.send('late\r\n.\r\n');
-      await p.waitClosed(2000);
+      assert.ok(await p.closedWithin(2000));
       await stopping;
       await sleep(100);
       const { newFiles, tmp } = await maildir(dir);
@@ -306,7 +306,7 @@ describe('Controller.stop({ deadline }) with transactions in flight', () => {
         assert.equal(r.code, 421, r.text);
       }
       assert.ok(Date.now() - t0 < 1000);
-      for (const p of all) assert.ok(await p.waitClosed(2000));
+      for (const p of all) assert.ok(await p.closedWithin(2000));
       await stopping;
       assert.ok(Date.now() - t0 < 2000, `stop() took ${Date.now() - t0} ms with only idle clients`);
     } finally {
@@ -415,7 +415,7 @@ describe('the CLI: SIGTERM and kill -9 with a Maildir', () => {
         await sleep(100);
         cli.child.kill('SIGKILL');
         await cli.waitExit(5000);
-        assert.ok(await p.waitClosed(2000));
+        assert.ok(await p.closedWithin(2000));
       } finally {
         p.close();
       }

@@ -14,7 +14,7 @@ import tls from 'node:tls';
 import { promisify } from 'node:util';
 import type { TestContext } from 'node:test';
 import type { Logger } from '../src/index.js';
-import type { SMTPReply } from './helpers.js';
+import { RawClient, connectSocket, type SMTPReply } from './helpers.js';
 
 const execFileP = promisify(execFile);
 const WAIT_MS = 5000;
@@ -163,69 +163,17 @@ export function needCerts(t: TestContext, certs: Certs | null): certs is Certs {
  * Sends exact bytes and reads whole replies, over plain TCP, after STARTTLS (upgrade()), or
  * over implicit TLS (connectTLS()). `received` keeps every byte read (for "no greeting" checks).
  */
-export class TlsRawClient {
-  socket: net.Socket;
-  private buf = Buffer.alloc(0);
-  private waiters: Array<() => void> = [];
-  received = Buffer.alloc(0);
-  closed = false;
-  private readonly onData = (chunk: Buffer) => {
-    this.buf = Buffer.concat([this.buf, chunk]);
-    this.received = Buffer.concat([this.received, chunk]);
-    this.wake();
-  };
-  private readonly onClose = () => {
-    this.closed = true;
-    this.wake();
-  };
-
-  private constructor(socket: net.Socket) {
-    this.socket = socket;
-    this.listen(socket);
-  }
-
-  private listen(socket: net.Socket): void {
-    socket.on('data', this.onData);
-    socket.on('close', this.onClose);
-    socket.on('error', () => {});
-  }
-
-  static connect(port: number, host = '127.0.0.1'): Promise<TlsRawClient> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ port, host });
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new Error('connect timed out'));
-      }, WAIT_MS);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        resolve(new TlsRawClient(socket));
-      });
-      socket.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-    });
+/** The raw client of helpers.ts, plus implicit TLS and STARTTLS. */
+export class TlsRawClient extends RawClient {
+  static override connect(port: number, host = '127.0.0.1'): Promise<TlsRawClient> {
+    return connectSocket(() => net.connect({ port, host }), 'connect').then((s) => new TlsRawClient(s));
   }
 
   /** Implicit TLS: the handshake first. Rejects when it fails or takes more than 5 s. */
   static connectTLS(port: number, options: tls.ConnectionOptions = {}, host = '127.0.0.1'): Promise<TlsRawClient> {
-    return new Promise((resolve, reject) => {
-      const socket = tls.connect({ port, host, rejectUnauthorized: false, ...options });
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new Error('TLS handshake timed out'));
-      }, WAIT_MS);
-      socket.once('secureConnect', () => {
-        clearTimeout(timer);
-        resolve(new TlsRawClient(socket));
-      });
-      socket.once('error', (e) => {
-        clearTimeout(timer);
-        socket.destroy();
-        reject(e);
-      });
-    });
+    return connectSocket(() => tls.connect({ port, host, rejectUnauthorized: false, ...options }), 'secureConnect').then(
+      (s) => new TlsRawClient(s),
+    );
   }
 
   get tlsSocket(): tls.TLSSocket {
@@ -269,69 +217,6 @@ export class TlsRawClient {
     });
   }
 
-  /** Bytes received and not yet consumed as replies. */
-  get unread(): string {
-    return this.buf.toString('latin1');
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  private waitForChange(ms: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), ms);
-      this.waiters.push(() => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    });
-  }
-
-  send(data: string | Buffer): void {
-    this.socket.write(data);
-  }
-
-  line(text: string): void {
-    this.socket.write(text + '\r\n');
-  }
-
-  async reply(ms = WAIT_MS): Promise<SMTPReply> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const r = this.tryParse();
-      if (r !== null) return r;
-      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.unread)}`);
-      const left = deadline - Date.now();
-      if (left <= 0 || !(await this.waitForChange(left))) {
-        throw new Error(`no reply within ${ms} ms; unread: ${JSON.stringify(this.unread)}`);
-      }
-    }
-  }
-
-  private tryParse(): SMTPReply | null {
-    const lines: string[] = [];
-    let pos = 0;
-    for (;;) {
-      const end = this.buf.indexOf('\r\n', pos);
-      if (end < 0) return null;
-      const line = this.buf.subarray(pos, end).toString('utf8');
-      lines.push(line);
-      pos = end + 2;
-      if (line[3] !== '-') {
-        this.buf = this.buf.subarray(pos);
-        return { code: Number(line.slice(0, 3)), lines, text: lines.join('\n') };
-      }
-    }
-  }
-
-  async cmd(text: string): Promise<SMTPReply> {
-    this.line(text);
-    return this.reply();
-  }
-
   /** Sends a command and asserts the reply code; returns the reply. */
   async expect(text: string, code: number): Promise<SMTPReply> {
     const r = await this.cmd(text);
@@ -348,19 +233,6 @@ export class TlsRawClient {
       if (this.buf.length > 0) return false;
     }
     return this.buf.length === 0;
-  }
-
-  /** Resolves when the server closed the connection; rejects after ms. */
-  async waitClosed(ms = WAIT_MS): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!this.closed) {
-      const left = deadline - Date.now();
-      if (left <= 0 || !(await this.waitForChange(left))) throw new Error(`connection still open after ${ms} ms`);
-    }
-  }
-
-  close(): void {
-    this.socket.destroy();
   }
 }
 
