@@ -12,7 +12,7 @@ import type { Handler } from './handler.js';
 import { LMTP } from './lmtp.js';
 import type { SMTPOptions } from './options.js';
 import { Reply } from './replies.js';
-import { SMTP } from './smtp.js';
+import { ATTACH, SMTP } from './smtp.js';
 import { allowListOf } from './xclient.js';
 
 export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
@@ -131,20 +131,27 @@ abstract class BaseController implements AsyncDisposable {
 
   /** Makes the engine for one connection; subclasses (LMTP, custom commands) override it. */
   factory(): SMTP {
+    const Engine = this.baseOptions.lmtp === true ? LMTP : SMTP;
+    return new Engine(this.handler, this.engineOptions());
+  }
+
+  /** One options object that every connection's engine shares (rebuilt when certificates change). */
+  private sharedOptions: SMTPOptions | null = null;
+  protected engineOptions(): SMTPOptions {
+    if (this.sharedOptions !== null) return this.sharedOptions;
     const {
       serverHostname,
       readyTimeout: _r,
       stopTimeout: _s,
-      lmtp,
+      lmtp: _l,
       tls: _t,
       maxConnections: _m,
       maxConnectionsPerClient: _p,
       connectionLimitExempt: _e,
       ...smtp
     } = this.baseOptions;
-    const Engine = lmtp === true ? LMTP : SMTP;
     // aiosmtpd's Controller enables SMTPUTF8 unless told otherwise (the bare SMTP class does not).
-    return new Engine(this.handler, {
+    return (this.sharedOptions = {
       enableSMTPUTF8: true,
       ...smtp,
       hostname: serverHostname,
@@ -159,6 +166,7 @@ abstract class BaseController implements AsyncDisposable {
    * `tlsContext` is for STARTTLS, `tls` for the implicit-TLS listener.
    */
   reloadTLS(options: { tlsContext?: tls.SecureContext | tls.SecureContextOptions; tls?: tls.SecureContextOptions }): void {
+    this.sharedOptions = null;
     if (options.tlsContext !== undefined) this.tlsContext = toContext(options.tlsContext);
     if (options.tls !== undefined) {
       if (this.tlsAfterProxy !== undefined) this.tlsAfterProxy = tls.createSecureContext(options.tls);
@@ -188,11 +196,16 @@ abstract class BaseController implements AsyncDisposable {
         setTimeout(() => socket.destroy(), 1000).unref();
         return;
       }
-      if (!byHeader) socket.once('close', () => gate.leave(address));
       const smtp = this.factory();
       this.connections.add(smtp);
+      if (smtp.serve === SMTP.prototype.serve) return smtp[ATTACH](socket, released);
+      // An engine class with its own serve() runs it, at a promise and a closure per connection.
       void smtp.serve(socket);
-      socket.once('close', () => this.connections.delete(smtp));
+      socket.once('close', () => released(smtp, address));
+    };
+    const released = (smtp: SMTP, address: string) => {
+      this.connections.delete(smtp);
+      if (!byHeader) gate.leave(address);
     };
     const tlsOptions = this.baseOptions.tls;
     let server: net.Server;

@@ -31,6 +31,7 @@ import { afterKeyword, heloName, parseCommand, parseParams, parsePath, parseSize
 import { Reply, normalizeReply, tooManyCalls, unknownHelpTopic, unrecognized } from './replies.js';
 import { Envelope, Session, formatPeer, type MailOptions, type Peer, type RcptOptions } from './session.js';
 import { parseProxyHeader, type ProxyData } from './proxy-protocol.js';
+import { IDLE_TICKS, ON_IDLE, idleSweep, type Idler } from './idle-sweep.js';
 import { VERSION } from './version.js';
 import { allowListOf, decodeXtext, parseXclient } from './xclient.js';
 
@@ -93,12 +94,13 @@ function proxiedPeer(data: ProxyData): Peer | null {
 }
 
 const OWNER = Symbol('tsmtpd engine');
+/** The controllers' way to serve a socket (internal: not exported from the package). */
+export const ATTACH = Symbol('tsmtpd attach');
 type OwnedSocket = Socket & { [OWNER]: SMTP };
 /** The engine's private socket handlers, reached from the shared listeners below. */
 interface SocketHandlers {
   onData(chunk: Buffer): void;
   onDrain(): void;
-  onTimeout(): void;
   onClose(): void;
   onSocketError(error: Error): void;
 }
@@ -110,9 +112,6 @@ function onSocketData(this: Socket, chunk: Buffer): void {
 }
 function onSocketDrain(this: Socket): void {
   ownerOf(this).onDrain();
-}
-function onSocketTimeout(this: Socket): void {
-  ownerOf(this).onTimeout();
 }
 function onSocketClose(this: Socket): void {
   ownerOf(this).onClose();
@@ -131,7 +130,7 @@ function peerOf(socket: Socket): Peer {
   return { address, port: socket.remotePort ?? 0, family: socket.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4' };
 }
 
-export class SMTP implements SMTPServer {
+export class SMTP implements SMTPServer, Idler {
   readonly hostname: string;
   readonly ident: string;
   readonly dataSizeLimit: number;
@@ -160,7 +159,8 @@ export class SMTP implements SMTPServer {
   private bdatBody: Body | null = null;
   /** The streaming body of this transaction (handleDATAStream) and its pending replies. */
   private stream: { body: BodyStream; replies: Promise<string[]> } | null = null;
-  private out: string[] = [];
+  /** Replies waiting for the next flush, each with its CRLF. */
+  private out = '';
   private busy = false;
   private closing = false;
   private draining = false;
@@ -227,23 +227,31 @@ export class SMTP implements SMTPServer {
 
   /** Runs the protocol on an accepted socket; resolves when the connection is gone. */
   serve(socket: Socket): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this[ATTACH](socket, () => resolve());
+    });
+  }
+
+  /**
+   * serve() for controllers: `closed` is called once the connection is gone, with the TCP
+   * client's address (which XCLIENT does not change). No promise and no closure per connection,
+   * which an idle connection would otherwise keep alive.
+   */
+  [ATTACH](socket: Socket, closed: (engine: SMTP, tcpAddress: string) => void): void {
     this.socket = socket;
+    this.onClosed = closed;
     this.session = new Session(peerOf(socket));
+    this.tcpAddress = this.session.peer.address;
     if (this.debugLogging) this.logger.info(`${formatPeer(this.session.peer)} connected`);
     socket.setNoDelay(true);
-    socket.setTimeout(this.timeout);
-    const done = new Promise<void>((resolve) => {
-      this.onClosed = resolve;
-    });
     this.attach(socket);
-    socket.on('timeout', onSocketTimeout);
+    if (this.timeout > 0) idleSweep(this.timeout).add(this);
     socket.on('close', onSocketClose);
     // Implicit TLS (RFC 8314): the handshake is done before the greeting.
     if (socket instanceof TLSSocket && socket.encrypted) this.session.tls = tlsInfo(socket);
     const proxyTimeout = this.options.proxyProtocolTimeout;
     if (proxyTimeout !== undefined && proxyTimeout > 0) this.awaitProxyHeader(proxyTimeout);
     else this.greet();
-    return done;
   }
 
   private greet(): void {
@@ -325,7 +333,10 @@ export class SMTP implements SMTPServer {
     socket.on('error', onSocketError);
   }
 
-  private onClosed: (() => void) | null = null;
+  private onClosed: ((engine: SMTP, tcpAddress: string) => void) | null = null;
+  /** @internal Idle sweeps since the last input or output (idle-sweep.ts). */
+  [IDLE_TICKS] = 0;
+  private tcpAddress = '';
 
   /**
    * A client's FIN means it is gone: what it pipelined and was not run yet never runs, so a
@@ -334,12 +345,13 @@ export class SMTP implements SMTPServer {
    */
   private onClose(): void {
     this.closing = true;
+    if (this.timeout > 0) idleSweep(this.timeout).delete(this);
     this.reader = null;
     this.stopDataTimer();
     this.abortStream('connection lost');
     this.lineWaiter?.(null);
     if (this.debugLogging) this.logger.info(`${formatPeer(this.session.peer)} disconnected`);
-    this.onClosed?.();
+    this.onClosed?.(this, this.tcpAddress);
   }
 
   private onSocketError(error: Error): void {
@@ -412,6 +424,7 @@ export class SMTP implements SMTPServer {
   // ---- input ---------------------------------------------------------------------------
 
   private onData(chunk: Buffer): void {
+    this[IDLE_TICKS] = 0;
     if (this.closing) return;
     if (this.proxyHeader !== null) return this.onProxyData(chunk);
     if (this.reader !== null) this.feedBody(chunk);
@@ -488,31 +501,26 @@ export class SMTP implements SMTPServer {
     }
   }
 
-  private onTimeout(): void {
-    if (this.closing) {
-      return;
-    } else if (this.busy && this.lineWaiter === null) {
-      this.socket?.setTimeout(this.timeout); // a slow hook is not an idle client
-    } else {
-      this.logger.info(`${formatPeer(this.session.peer)} timed out`);
-      this.shutdown(Reply.TIMEOUT);
-    }
+  /** Called by the idle sweep after `timeout` ms without input or output. */
+  [ON_IDLE](): void {
+    // A slow hook is not an idle client.
+    if (this.closing || (this.busy && this.lineWaiter === null)) return;
+    this.logger.info(`${formatPeer(this.session.peer)} timed out`);
+    this.shutdown(Reply.TIMEOUT);
   }
 
   // ---- output --------------------------------------------------------------------------
 
   /** Queues a reply line (or lines) for the next flush. */
   protected push(reply: string): void {
-    this.out.push(reply);
+    this.out += reply + '\r\n';
   }
 
   private flush(): void {
-    if (this.out.length === 0 || this.socket === null || this.socket.destroyed) {
-      this.out.length = 0;
-      return;
-    }
-    const text = this.out.length === 1 ? this.out[0] + '\r\n' : this.out.join('\r\n') + '\r\n';
-    this.out.length = 0;
+    const text = this.out;
+    this.out = '';
+    if (text === '' || this.socket === null || this.socket.destroyed) return;
+    this[IDLE_TICKS] = 0;
     if (!this.socket.write(text) && !this.closing) {
       // A client that does not read its replies must not grow our memory: stop reading.
       this.waitingForDrain = true;

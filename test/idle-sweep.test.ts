@@ -1,0 +1,75 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { IDLE_TICKS, IdleSweep, ON_IDLE, type Idler } from '../src/idle-sweep.js';
+
+class Probe implements Idler {
+  [IDLE_TICKS] = 0;
+  fired: number[] = [];
+  constructor(private readonly now: () => number) {}
+  [ON_IDLE](): void {
+    this.fired.push(this.now());
+  }
+}
+
+/** Runs `ms` of fake time in 1 ms steps, calling `each` before every step. */
+function run(t: { mock: { timers: { tick(ms: number): void } } }, ms: number, each: (now: number) => void = () => {}): void {
+  for (let now = 0; now < ms; now++) {
+    each(now);
+    t.mock.timers.tick(1);
+  }
+}
+
+test('an idle connection is told so no earlier than the timeout and at most a quarter later', (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  for (const timeout of [100, 300, 1000, 5000]) {
+    for (const startAt of [0, 1, 7, 13]) {
+      let now = 0;
+      const sweep = new IdleSweep(timeout);
+      const probe = new Probe(() => now);
+      run(t, startAt, () => now++);
+      const added = now;
+      sweep.add(probe);
+      run(t, timeout * 2, () => now++);
+      sweep.delete(probe);
+      assert.ok(probe.fired.length >= 1, `timeout ${timeout}: never fired`);
+      const first = probe.fired[0]! - added;
+      assert.ok(first >= timeout, `timeout ${timeout}, added at ${added}: fired after ${first} ms`);
+      assert.ok(first <= timeout + timeout / 4, `timeout ${timeout}: fired late, after ${first} ms`);
+    }
+  }
+});
+
+test('activity puts the timeout off: a connection active more often than the timeout is never idle', (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  let now = 0;
+  const sweep = new IdleSweep(200);
+  const probe = new Probe(() => now);
+  sweep.add(probe);
+  // Active every 190 ms for 2 s (the slow drip of a client that keeps the session alive).
+  run(t, 2000, () => {
+    now++;
+    if (now % 190 === 0) probe[IDLE_TICKS] = 0;
+  });
+  assert.deepEqual(probe.fired, []);
+  // Then silent: the timeout counts from the last activity (at 1900 ms).
+  run(t, 300, () => now++);
+  sweep.delete(probe);
+  assert.equal(probe.fired.length, 1);
+  assert.ok(probe.fired[0]! - 1900 >= 200 && probe.fired[0]! - 1900 <= 250, `fired at ${probe.fired[0]}`);
+});
+
+test('after telling a connection it is idle the count starts again; a deleted one is never told', (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  let now = 0;
+  const sweep = new IdleSweep(80);
+  const kept = new Probe(() => now);
+  const gone = new Probe(() => now);
+  sweep.add(kept);
+  sweep.add(gone);
+  sweep.delete(gone);
+  run(t, 500, () => now++);
+  sweep.delete(kept);
+  assert.deepEqual(gone.fired, []);
+  // 80 ms timeout, 10 ms sweeps: every 90 ms while it stays idle.
+  assert.deepEqual(kept.fired, [90, 180, 270, 360, 450]);
+});
