@@ -142,7 +142,18 @@ export class SMTP implements SMTPServer, Idler {
   }
   /** Set by serve(); a placeholder shared by engines not yet serving costs no memory. */
   session: Session = UNSERVED_SESSION;
-  envelope: Envelope = new Envelope();
+  private currentEnvelope: Envelope | null = null;
+  /** The transaction in progress; made when first asked for, so an idle connection has none. */
+  get envelope(): Envelope {
+    return (this.currentEnvelope ??= new Envelope());
+  }
+  set envelope(value: Envelope) {
+    this.currentEnvelope = value;
+  }
+  /** Is there a MAIL FROM (without making an envelope to ask)? */
+  private get inTransaction(): boolean {
+    return this.currentEnvelope !== null && this.currentEnvelope.mailFrom !== null;
+  }
 
   protected readonly handler: Handler;
   protected readonly options: SMTPOptions;
@@ -413,7 +424,7 @@ export class SMTP implements SMTPServer, Idler {
   }
 
   private betweenTransactions(): boolean {
-    return this.envelope.mailFrom === null && this.reader === null && this.chunk === null && this.bdatBody === null;
+    return !this.inTransaction && this.reader === null && this.chunk === null && this.bdatBody === null;
   }
 
   /** Drops the connection at once, without a reply. */
@@ -696,10 +707,10 @@ export class SMTP implements SMTPServer, Idler {
   }
 
   private resetTransaction(): void {
-    const env = this.envelope;
-    // A new envelope only when this one was used (EHLO resets too, and idle connections count).
-    if (env.mailFrom !== null || env.rcptTos.length > 0 || env.content !== null || env.mailParams.length > 0) {
-      this.envelope = new Envelope();
+    const env = this.currentEnvelope;
+    // A new envelope only when this one was used (a handler may have kept it from EHLO).
+    if (env !== null && (env.mailFrom !== null || env.rcptTos.length > 0 || env.content !== null || env.mailParams.length > 0)) {
+      this.currentEnvelope = null;
     }
     this.bdatBody = null;
     this.stopDataTimer();
@@ -832,7 +843,7 @@ export class SMTP implements SMTPServer, Idler {
 
   private async mail(arg: string): Promise<void> {
     if (this.needHelo()) return;
-    if (this.envelope.mailFrom !== null) return this.respond(Reply.NESTED_MAIL);
+    if (this.inTransaction) return this.respond(Reply.NESTED_MAIL);
     const parsed = this.pathAndParams(arg, 'MAIL');
     if (typeof parsed === 'string') return this.respond(parsed);
     const { address, params } = parsed;
@@ -1181,7 +1192,7 @@ export class SMTP implements SMTPServer, Idler {
   }
 
   private xclient(arg: string): void {
-    if (this.envelope.mailFrom !== null) return this.respond(Reply.XCLIENT_IN_TRANSACTION);
+    if (this.inTransaction) return this.respond(Reply.XCLIENT_IN_TRANSACTION);
     const data = parseXclient(arg);
     if (data === null) return this.respond(Reply.XCLIENT_SYNTAX);
     const peer = { ...this.session.peer };
@@ -1254,7 +1265,7 @@ export class SMTP implements SMTPServer, Idler {
     if (!this.session.extendedSmtp) return this.respond(Reply.AUTH_NEEDS_EHLO);
     if (this.session.tls === null && this.options.authRequireTLS !== false) return this.respond(Reply.AUTH_NEEDS_TLS);
     if (this.session.authenticated) return this.respond(Reply.ALREADY_AUTHENTICATED);
-    if (this.envelope.mailFrom !== null) return this.respond(Reply.AUTH_IN_TRANSACTION);
+    if (this.inTransaction) return this.respond(Reply.AUTH_IN_TRANSACTION);
     const args = arg.split(' ');
     if (arg === '' || args.length > 2) return this.respond(Reply.AUTH_SYNTAX);
     const mechanism = args[0]!.toUpperCase();

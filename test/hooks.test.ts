@@ -355,6 +355,31 @@ test('server.envelope is the envelope the hook receives, in every transaction ho
   c.close();
 });
 
+test('an envelope the EHLO hook was given carries into the transaction; a finished transaction gets a fresh one', async () => {
+  const seen: Envelope[] = [];
+  const handler: Handler = {
+    handleEHLO(_server, _session, envelope, _hostname, responses) {
+      seen.push(envelope);
+      return responses;
+    },
+    handleMAIL(_server, _session, envelope, address) {
+      seen.push(envelope);
+      envelope.mailFrom = address;
+      return '250 OK';
+    },
+  };
+  await using server = await startServer(handler);
+  const c = await greeted(server.port);
+  expectCode(await sendMessage(c, 'a@b.org', ['c@d.org'], 'x\r\n'), 250);
+  expectCode(await sendMessage(c, 'e@f.org', ['c@d.org'], 'y\r\n'), 250);
+  assert.equal(seen.length, 3);
+  assert.equal(seen[1], seen[0], 'MAIL got the envelope EHLO had');
+  assert.notEqual(seen[2], seen[1], 'the second transaction has its own envelope');
+  assert.equal(seen[2]!.mailFrom, 'e@f.org');
+  assert.deepEqual(seen[2]!.rcptTos, ['c@d.org']);
+  c.close();
+});
+
 test('session.hostName is the argument of the latest successful HELO or EHLO', async () => {
   const names: Array<string | null> = [];
   const ext: boolean[] = [];
