@@ -10,7 +10,7 @@ export class LMTP extends SMTP {
     return true;
   }
 
-  protected override async dispatch(verb: string, arg: string): Promise<void> {
+  protected override dispatch(verb: string, arg: string): void | Promise<void> {
     if (verb === 'HELO' || verb === 'EHLO') return this.unknown(verb);
     if (verb === 'LHLO') return this.ehlo(arg, 'LHLO');
     return super.dispatch(verb, arg);

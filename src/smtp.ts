@@ -496,7 +496,9 @@ export class SMTP implements SMTPServer, Idler {
         }
         const line = this.framer.next();
         if (line === null) break;
-        await this.command(line);
+        // Commands whose hooks answer at once finish here: no promise, no microtask.
+        const pending = this.command(line);
+        if (pending !== undefined) await pending;
       }
     } catch (error) {
       // Only a bug in the engine lands here; the connection goes, the server lives on.
@@ -551,6 +553,12 @@ export class SMTP implements SMTPServer, Idler {
   }
 
   /** Sends a reply to a command, counting errors toward the per-connection limit. */
+  /** respond() with a reply that may still be coming. */
+  private respondWith(reply: string | Promise<string>): void | Promise<void> {
+    if (typeof reply === 'string') return this.respond(reply);
+    return reply.then((text) => this.respond(text));
+  }
+
   protected respond(reply: string, countsAsError = true): void {
     this.push(reply);
     // RFC 5321 §3.8: 421 means the server closes, whoever chose the reply.
@@ -571,19 +579,30 @@ export class SMTP implements SMTPServer, Idler {
    * our insides.
    */
   private async replyFrom(call: () => MaybePromise<string>, enhanced = true): Promise<string> {
+    return this.replyOf(call, enhanced);
+  }
+
+  /** replyFrom, but a hook that answers at once is answered at once (no promise). */
+  private replyOf(call: () => MaybePromise<string>, enhanced = true): string | Promise<string> {
+    let result: MaybePromise<string>;
     try {
-      let result = call();
-      if (isThenable(result)) {
-        this.flush();
-        result = await result;
-      }
-      // Only the engine may send 3xx (354, 334): from a hook it would desynchronize the client.
-      const reply = typeof result === 'string' && !result.startsWith('3') ? normalizeReply(result, enhanced) : null;
-      if (reply === null) throw new TypeError(`handler returned an invalid reply: ${JSON.stringify(result)}`);
-      return reply;
+      result = call();
     } catch (error) {
       return this.exceptionReply(error);
     }
+    if (!isThenable(result)) return this.validReply(result, enhanced);
+    this.flush();
+    return result.then(
+      (value) => this.validReply(value, enhanced),
+      (error: unknown) => this.exceptionReply(error),
+    );
+  }
+
+  private validReply(result: unknown, enhanced: boolean): string | Promise<string> {
+    // Only the engine may send 3xx (354, 334): from a hook it would desynchronize the client.
+    const reply = typeof result === 'string' && !result.startsWith('3') ? normalizeReply(result, enhanced) : null;
+    if (reply !== null) return reply;
+    return this.exceptionReply(new TypeError(`handler returned an invalid reply: ${JSON.stringify(result)}`));
   }
 
   private async exceptionReply(error: unknown): Promise<string> {
@@ -603,7 +622,7 @@ export class SMTP implements SMTPServer, Idler {
 
   // ---- commands ------------------------------------------------------------------------
 
-  private async command(framed: FramedLine): Promise<void> {
+  private command(framed: FramedLine): void | Promise<void> {
     if (framed === LINE_TOO_LONG) return this.respond(Reply.LINE_TOO_LONG);
     if (framed === BARE_LF) return this.respond(Reply.BARE_LF);
     let line: string;
@@ -656,8 +675,11 @@ export class SMTP implements SMTPServer, Idler {
     this.logger.debug(`${formatPeer(this.session.peer)} >> ${shown}`);
   }
 
-  /** Runs one command; LMTP and custom servers override it to add or replace verbs. */
-  protected async dispatch(verb: string, arg: string): Promise<void> {
+  /**
+   * Runs one command; LMTP and custom servers override it to add or replace verbs. A command
+   * that finishes at once returns nothing; one that waits for a hook returns its promise.
+   */
+  protected dispatch(verb: string, arg: string): void | Promise<void> {
     switch (verb) {
       case 'HELO':
         return this.helo(arg);
@@ -674,7 +696,7 @@ export class SMTP implements SMTPServer, Idler {
       case 'RSET':
         return this.rset(arg);
       case 'NOOP':
-        return this.respond(await this.replyFrom(() => this.hookNOOP(arg)));
+        return this.respondWith(this.replyOf(() => this.hookNOOP(arg)));
       case 'QUIT':
         return this.quit(arg);
       case 'VRFY':
@@ -841,7 +863,7 @@ export class SMTP implements SMTPServer, Idler {
     return params === null ? Reply.BAD_PARAMS : { address: path.address, params };
   }
 
-  private async mail(arg: string): Promise<void> {
+  private mail(arg: string): void | Promise<void> {
     if (this.needHelo()) return;
     if (this.inTransaction) return this.respond(Reply.NESTED_MAIL);
     const parsed = this.pathAndParams(arg, 'MAIL');
@@ -875,9 +897,12 @@ export class SMTP implements SMTPServer, Idler {
     if (!options.smtputf8 && !isAsciiString(address)) return this.respond(Reply.NEED_UTF8);
     const env = this.envelope;
     const h = this.handler;
-    const reply = await this.replyFrom(() =>
-      h.handleMAIL ? h.handleMAIL(this, this.session, env, address, options) : Reply.MAIL_OK,
-    );
+    const reply = h.handleMAIL ? this.replyOf(() => h.handleMAIL!(this, this.session, env, address, options)) : Reply.MAIL_OK;
+    if (typeof reply === 'string') return this.mailAnswered(env, address, options, params, reply);
+    return reply.then((text) => this.mailAnswered(env, address, options, params, text));
+  }
+
+  private mailAnswered(env: Envelope, address: string, options: MailOptions, params: EsmtpParam[], reply: string): void {
     if (env !== this.envelope) return this.respond(reply); // the transaction was reset meanwhile
     if (reply.startsWith('2')) {
       env.mailFrom ??= address;
@@ -890,7 +915,7 @@ export class SMTP implements SMTPServer, Idler {
     this.respond(reply);
   }
 
-  private async rcpt(arg: string): Promise<void> {
+  private rcpt(arg: string): void | Promise<void> {
     if (this.needHelo()) return;
     const env = this.envelope;
     if (env.mailFrom === null) return this.respond(Reply.NEED_MAIL);
@@ -908,9 +933,12 @@ export class SMTP implements SMTPServer, Idler {
     }
     const before = env.rcptTos.length;
     const h = this.handler;
-    const reply = await this.replyFrom(() =>
-      h.handleRCPT ? h.handleRCPT(this, this.session, env, address, options) : Reply.RCPT_OK,
-    );
+    const reply = h.handleRCPT ? this.replyOf(() => h.handleRCPT!(this, this.session, env, address, options)) : Reply.RCPT_OK;
+    if (typeof reply === 'string') return this.rcptAnswered(env, address, options, before, reply);
+    return reply.then((text) => this.rcptAnswered(env, address, options, before, text));
+  }
+
+  private rcptAnswered(env: Envelope, address: string, options: RcptOptions, before: number, reply: string): void {
     if (reply.startsWith('2') && env.rcptTos.length === before) {
       env.rcptTos.push(address);
       env.rcptOptions.push(options);
@@ -1064,13 +1092,12 @@ export class SMTP implements SMTPServer, Idler {
     return replies;
   }
 
-  private async rset(arg: string): Promise<void> {
+  private rset(arg: string): void | Promise<void> {
     if (arg !== '') return this.respond(Reply.RSET_SYNTAX);
     this.resetTransaction();
     const h = this.handler;
-    this.respond(
-      await this.replyFrom(() => (h.handleRSET ? h.handleRSET(this, this.session, this.envelope) : Reply.RSET_OK)),
-    );
+    if (h.handleRSET === undefined) return this.respond(Reply.RSET_OK);
+    return this.respondWith(this.replyOf(() => h.handleRSET!(this, this.session, this.envelope)));
   }
 
   private async quit(arg: string): Promise<void> {
