@@ -36,6 +36,12 @@ import { VERSION } from './version.js';
 import { allowListOf, decodeXtext, parseXclient } from './xclient.js';
 
 const FORBIDDEN_COMMANDS = ['CONNECT', 'GET', 'POST'];
+const IDENT = `tsmtpd ${VERSION}`;
+/** The machine's name, asked once (each call is a system call and a new string per connection). */
+let machineName: string | null = null;
+function defaultHostname(): string {
+  return (machineName ??= osHostname());
+}
 /** How long a closed connection may linger for the client to close its side. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -203,8 +209,8 @@ export class SMTP implements SMTPServer, Idler {
   constructor(handler: Handler, options: SMTPOptions = {}) {
     this.handler = handler;
     this.options = options;
-    this.hostname = options.hostname ?? osHostname();
-    this.ident = options.ident ?? `tsmtpd ${VERSION}`;
+    this.hostname = options.hostname ?? defaultHostname();
+    this.ident = options.ident ?? IDENT;
     this.dataSizeLimit = options.dataSizeLimit ?? DEFAULTS.dataSizeLimit;
     this.enableSMTPUTF8 = options.enableSMTPUTF8 ?? false;
     this.decodeData = options.decodeData ?? false;
