@@ -175,7 +175,7 @@ export class SMTP implements SMTPServer, Idler {
   private finishedChunk: { size: number; last: boolean; refusal: string | null } | null = null;
   private bdatBody: Body | null = null;
   /** The streaming body of this transaction (handleDATAStream) and its pending replies. */
-  private stream: { body: BodyStream; replies: Promise<string[]> } | null = null;
+  private stream: { body: BodyStream; replies: string[] | Promise<string[]> } | null = null;
   /** Replies waiting for the next flush, each with its CRLF. */
   private out = '';
   private busy = false;
@@ -486,7 +486,8 @@ export class SMTP implements SMTPServer, Idler {
         if (this.finishedBody !== null) {
           const body = this.finishedBody;
           this.finishedBody = null;
-          await this.endOfData(body);
+          const pending = this.endOfData(body);
+          if (pending !== undefined) await pending;
           continue;
         }
         if (this.finishedChunk !== null) {
@@ -757,7 +758,8 @@ export class SMTP implements SMTPServer, Idler {
       () => this.maybeResume(),
     );
     const replies = this.dataReplies(env, () => h.handleDATAStream!(this, this.session, env, body.readable));
-    void replies.finally(() => body.handlerSettled());
+    if (Array.isArray(replies)) body.handlerSettled();
+    else void replies.finally(() => body.handlerSettled());
     this.stream = { body, replies };
     return (segment) => body.push(segment);
   }
@@ -968,7 +970,7 @@ export class SMTP implements SMTPServer, Idler {
     if (rest.length > 0) this.feedBody(rest);
   }
 
-  private async endOfData(body: DataReader): Promise<void> {
+  private endOfData(body: DataReader): void | Promise<void> {
     const env = this.envelope;
     this.stopDataTimer(); // the body is in; the handler's time is not the client's
     if (body.overflowed) {
@@ -978,8 +980,9 @@ export class SMTP implements SMTPServer, Idler {
     }
     // server.envelope stays the hook's envelope until the reply; commands wait meanwhile.
     this.bdatBody = null;
-    await this.deliver(env, body);
-    this.resetTransaction();
+    const pending = this.deliver(env, body);
+    if (pending === undefined) return this.resetTransaction();
+    return pending.then(() => this.resetTransaction());
   }
 
   /**
@@ -1027,22 +1030,27 @@ export class SMTP implements SMTPServer, Idler {
   }
 
   /** Hands a complete message to the handler and sends its reply (LMTP: one per recipient). */
-  private async deliver(env: Envelope, body: { content(): Buffer }): Promise<void> {
-    let replies: string[];
+  private deliver(env: Envelope, body: { content(): Buffer }): void | Promise<void> {
+    let replies: string[] | Promise<string[]>;
     const stream = this.stream;
     if (stream !== null) {
       // Streamed: the handler has had the body all along; it answers once it has read the end.
       this.stream = null;
       stream.body.end();
-      replies = await stream.replies;
+      replies = stream.replies;
     } else {
       const content = body.content();
       env.originalContent = content;
       env.content = this.decodeData ? content.toString('utf8') : content;
       const h = this.handler;
       const perRecipient = h.handleDATA === undefined && h.handleDeliver !== undefined;
-      replies = perRecipient ? await this.perRecipient(env) : await this.dataReplies(env);
+      replies = perRecipient ? this.perRecipient(env) : this.dataReplies(env);
     }
+    if (Array.isArray(replies)) return this.delivered(replies);
+    return replies.then((list) => this.delivered(list));
+  }
+
+  private delivered(replies: string[]): void {
     // Postfix's hard error limit counts errors "without delivering mail": a delivery resets it.
     if (replies.some((r) => r.startsWith('2'))) this.errorCount = this.unrecognizedCount = 0;
     this.sendDeliveryReplies(replies);
@@ -1058,15 +1066,15 @@ export class SMTP implements SMTPServer, Idler {
   }
 
   /** handleDATA's reply as a list: one reply, or one per recipient when it returned a list. */
-  private async dataReplies(
+  private dataReplies(
     env: Envelope,
     call: (() => MaybePromise<string | string[]>) | undefined = this.handler.handleDATA
       ? () => this.handler.handleDATA!(this, this.session, env)
       : undefined,
-  ): Promise<string[]> {
+  ): string[] | Promise<string[]> {
     const h = this.handler;
     const got: { list: string[] | null } = { list: null };
-    const first = await this.replyFrom(() => {
+    const first = this.replyOf(() => {
       if (call !== undefined) {
         const pick = (v: string | string[]): string => {
           if (!Array.isArray(v)) return v;
@@ -1083,9 +1091,13 @@ export class SMTP implements SMTPServer, Idler {
       }
       return Reply.DATA_OK;
     });
-    const list = got.list;
-    if (list === null) return env.rcptTos.map(() => first);
-    return Promise.all(list.map((r) => this.replyFrom(() => r)));
+    const each = (reply: string): string[] | Promise<string[]> => {
+      const list = got.list;
+      if (list === null) return env.rcptTos.map(() => reply);
+      const replies = list.map((r) => this.replyOf(() => r));
+      return replies.every((r) => typeof r === 'string') ? (replies as string[]) : Promise.all(replies);
+    };
+    return typeof first === 'string' ? each(first) : first.then(each);
   }
 
   /** handleDeliver once per recipient, each failure its own. */
