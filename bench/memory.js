@@ -227,8 +227,12 @@ async function floodOne(port, bytes) {
     endsWithCRLF = piece.length >= 2 && piece[piece.length - 2] === 13 && piece[piece.length - 1] === 10;
     if (!c.socket.write(piece)) {
       await new Promise((resolve, reject) => {
-        c.socket.once('drain', resolve);
-        c.socket.once('close', () => reject(new Error('closed during DATA')));
+        const closed = () => reject(new Error('closed during DATA'));
+        c.socket.once('close', closed);
+        c.socket.once('drain', () => {
+          c.socket.off('close', closed);
+          resolve();
+        });
       });
     }
   }
