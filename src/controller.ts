@@ -12,6 +12,7 @@ import type { Handler } from './handler.js';
 import { LMTP } from './lmtp.js';
 import type { SMTPOptions } from './options.js';
 import { Reply } from './replies.js';
+import type { Engine } from './engine.js';
 import { ATTACH, SMTP } from './smtp.js';
 import { allowListOf } from './xclient.js';
 
@@ -83,7 +84,7 @@ export async function getLocalhost(): Promise<string> {
 abstract class BaseController implements AsyncDisposable {
   readonly handler: Handler;
   server: net.Server | null = null;
-  private readonly connections = new Set<SMTP>();
+  private readonly connections = new Set<Engine>();
   private readonly baseOptions: BaseControllerOptions;
   /** STARTTLS context, made once (not per connection) and replaced by reloadTLS(). */
   private tlsContext: tls.SecureContext | undefined;
@@ -203,7 +204,7 @@ abstract class BaseController implements AsyncDisposable {
       void smtp.serve(socket);
       socket.once('close', () => released(smtp, address));
     };
-    const released = (smtp: SMTP, address: string) => {
+    const released = (smtp: Engine, address: string) => {
       this.connections.delete(smtp);
       if (!byHeader) gate.leave(address);
     };
