@@ -160,6 +160,27 @@ describe('usage errors: exit 2, one line on stderr, no stack trace', { concurren
     });
   }
 
+  // A directory that cannot be made is a clean exit 2, never a hang: Node 20's recursive mkdir
+  // loops forever when a parent refuses new entries with ENOENT, as /proc does.
+  const unmakeable: Array<[string, (dir: string) => Promise<string>]> = [
+    ['under /proc', async () => '/proc/tsmtpd-no-such-maildir'],
+    ['under a regular file', async (dir) => {
+      await writeFile(join(dir, 'file'), '');
+      return join(dir, 'file', 'Maildir');
+    }],
+  ];
+  for (const [name, where] of unmakeable) {
+    test(`-c Mailbox with a directory that cannot be made (${name}): exit 2, at once`, () =>
+      withTempDir(async (dir) => {
+        const t0 = Date.now();
+        const r = await runCli(['-n', '-c', 'Mailbox', await where(dir), '-l', `127.0.0.1:${await freePort()}`]);
+        assert.equal(r.code, 2, `exit ${r.code}, stderr ${JSON.stringify(r.stderr)}`);
+        assertOneLineNoStack(r.stderr, name);
+        assert.match(r.stderr, /^tsmtpd: error: handler setup failed: (ENOENT|ENOTDIR)/);
+        assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
+      }));
+  }
+
   test('-c MODULE:EXPORT with a missing export', () =>
     withTempDir(async (dir) => {
       await writeFile(join(dir, 'h.mjs'), 'export class Other {}\n');

@@ -162,6 +162,19 @@ describe('Mailbox', () => {
       assert.deepEqual(await readdir(join(mailDir, 'tmp')), []);
     }));
 
+  test('init() makes missing parents, private, and accepts a Maildir that already exists', () =>
+    withTempDir(async (dir) => {
+      const mailDir = join(dir, 'a', 'b', 'Maildir');
+      await new Mailbox(mailDir).init();
+      for (const path of [join(dir, 'a'), join(dir, 'a', 'b'), mailDir, join(mailDir, 'new')]) {
+        const info = await stat(path);
+        assert.ok(info.isDirectory(), path);
+        assert.equal(info.mode & 0o077, 0, `${path} is private`);
+      }
+      await new Mailbox(mailDir).init();
+      await assert.rejects(new Mailbox('/proc/tsmtpd-no-such-maildir').init(), { code: 'ENOENT' });
+    }));
+
   test('LF-only messages get LF header lines; deliver() returns the path and takes recipients', () =>
     withTempDir(async (dir) => {
       const box = new Mailbox(dir);

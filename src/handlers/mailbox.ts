@@ -4,12 +4,31 @@
  * (which re-serializes through Python's email package) the body is stored byte for byte, and
  * a message is only answered 250 once it is durably in new/.
  */
-import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { link, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import type { Envelope, Session } from '../session.js';
 import { bodyOf, lineEnding, traceHeaders } from './headers.js';
+
+/**
+ * mkdir -p, mode 0700. Not `mkdir(..., { recursive: true })`: on Node 20 that loops forever where
+ * a parent exists but refuses new entries with ENOENT (`/proc/x`), and the server never starts.
+ */
+async function makeDirectory(path: string): Promise<void> {
+  try {
+    return await mkdir(path, { mode: 0o700 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' && (await stat(path)).isDirectory()) return;
+    if (code !== 'ENOENT' || dirname(path) === path) throw error;
+  }
+  await makeDirectory(dirname(path));
+  // Once more only: a second ENOENT is the filesystem's answer, not a missing parent.
+  await mkdir(path, { mode: 0o700 }).catch(async (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EEXIST' || !(await stat(path)).isDirectory()) throw error;
+  });
+}
 
 /** Per process, shared by every Mailbox, as Python's Maildir._count: keeps names unique. */
 let counter = 0;
@@ -33,7 +52,7 @@ export class Mailbox implements Handler {
   init(): Promise<void> {
     this.ready ??= (async () => {
       for (const sub of ['tmp', 'new', 'cur']) {
-        await mkdir(join(this.mailDir, sub), { recursive: true, mode: 0o700 });
+        await makeDirectory(join(this.mailDir, sub));
       }
     })().catch((error: unknown) => {
       this.ready = null; // let a later delivery try again (e.g. after the disk was remounted)
