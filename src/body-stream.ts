@@ -51,8 +51,13 @@ export class BodyStream {
     }
   }
 
+  /**
+   * The body is complete. A handler that has already answered gets no end: what came after its
+   * answer was dropped, so the stream must not look whole (and ending a stream nobody reads
+   * costs a tick's work per message).
+   */
   end(): void {
-    if (!this.readable.destroyed) this.readable.push(null);
+    if (!this.settled && !this.readable.destroyed) this.readable.push(null);
   }
 
   overflow(limit: number): void {

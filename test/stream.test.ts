@@ -97,6 +97,32 @@ test('a handler that answers without reading does not hang the transaction', asy
   c.close();
 });
 
+test('a handler that answers before the body ends never sees it end: the rest was dropped', async () => {
+  let stream: Readable | null = null;
+  const handler: Handler = {
+    handleDATAStream(_server, _session, _envelope, body) {
+      stream = body;
+      return '250 2.0.0 answered early';
+    },
+  };
+  await using server = await startServer(handler);
+  const c = await openTransaction(server.port);
+  assert.equal((await c.cmd('DATA')).code, 354);
+  c.send('Subject: early\r\n\r\n' + ('y'.repeat(998) + '\r\n').repeat(500) + '.\r\n');
+  assert.equal((await c.reply(20_000)).text, '250 2.0.0 answered early');
+  assert.equal((await c.cmd('NOOP')).code, 250);
+  const body = stream as Readable | null;
+  assert.ok(body !== null);
+  // Whatever was read before the answer is there; no 'end' says the body was whole.
+  let ended = false;
+  body.on('end', () => (ended = true));
+  body.resume();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(ended, false);
+  assert.equal(body.readableEnded, false);
+  c.close();
+});
+
 test('a handler that neither reads nor answers is bounded by the idle timeout', async () => {
   const handler: Handler = {
     handleDATAStream() {
