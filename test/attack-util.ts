@@ -1,5 +1,5 @@
 /**
- * Helpers for the attack tests (framing, smuggling, pipelining, limits): a seeded PRNG, byte-level
+ * Helpers for the attack tests (framing, smuggling, pipelining, limits): random chunking, byte-level
  * reference implementations of the DATA reader and the command framer, and bounded socket
  * utilities on top of helpers.ts's RawClient.
  */
@@ -12,27 +12,7 @@ import type { Envelope, MailOptions, RcptOptions, Session } from '../src/session
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** mulberry32: small, fast, seeded; good enough to generate test inputs reproducibly. */
-export class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** Integer in [lo, hi]. */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[Math.floor(this.next() * items.length)]!;
-  }
-}
+import type { Rng } from './rng.js';
 
 /** Cuts a buffer at random boundaries; about a third of the chunks are a single byte. */
 export function randomChunks(rng: Rng, data: Buffer, maxChunk = 16): Buffer[] {

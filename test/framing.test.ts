@@ -5,7 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BARE_LF, CommandFramer, DataReader, LINE_TOO_LONG, type FramedLine } from '../src/framing.js';
-import { Rng, randomChunks, referenceBody, referenceLines, type RefLine } from './attack-util.js';
+import { Rng } from './rng.js';
+import { randomChunks, referenceBody, referenceLines, type RefLine } from './attack-util.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 const show = (x: Buffer): string => JSON.stringify(x.toString('latin1'));

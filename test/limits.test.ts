@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { RawClient, Recorder, startServer } from './helpers.js';
 import type { Envelope, MailOptions, Session } from '../src/session.js';
-import { Rng, deliverOne, replies, repliesUntilClose, sleep, startRawServer } from './attack-util.js';
+import { Rng } from './rng.js';
+import { deliverOne, replies, repliesUntilClose, sleep, startRawServer } from './attack-util.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 

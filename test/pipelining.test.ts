@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RawClient, Recorder, startServer } from './helpers.js';
 import type { Envelope, MailOptions, RcptOptions, Session } from '../src/session.js';
-import { Rng, Spy, randomChunks, replies, repliesUntilClose, sendPieces, sleep } from './attack-util.js';
+import { Rng } from './rng.js';
+import { Spy, randomChunks, replies, repliesUntilClose, sendPieces, sleep } from './attack-util.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 

@@ -17,7 +17,6 @@ import { makeCertsIfPossible, needCerts, type Certs } from './tls-util.js';
 import {
   PeerRecorder,
   Probe,
-  Rng,
   TLV_ALPN,
   TLV_AUTHORITY,
   TLV_UNIQUE_ID,
@@ -31,6 +30,7 @@ import {
   v1Header,
   v2Header,
 } from './scale-util.js';
+import { Rng } from './rng.js';
 
 const quiet: Logger = { debugEnabled: false, debug() {}, info() {}, warn() {}, error() {} };
 const TIMEOUT = 300;

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SocketAddress, isIPv4, isIPv6 } from 'node:net';
+import { Rng } from './rng.js';
 import {
   PROXY_V1_MAX,
   PROXY_V2_MAX,
@@ -659,36 +660,6 @@ test('v2: a header longer than its length field leaves the rest to SMTP', () => 
 
 // ---- fuzz / properties ------------------------------------------------------------------------
 
-class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    // mulberry32
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  bytes(n: number): Buffer {
-    const out = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) out[i] = this.int(0, 255);
-    return out;
-  }
-  string(alphabet: string, n: number): string {
-    let s = '';
-    for (let i = 0; i < n; i++) s += alphabet[this.int(0, alphabet.length - 1)];
-    return s;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(0, xs.length - 1)]!;
-  }
-}
 
 function randomIPv6Text(rng: Rng): string {
   const groups = Array.from({ length: 8 }, () => (rng.int(0, 2) === 0 ? '0' : rng.int(0, 0xffff).toString(16)));

@@ -2,7 +2,7 @@
  * Helpers for the "running at scale" tests (proxy-engine, xclient, workers, shutdown, haproxy):
  * PROXY v1/v2 header builders, a handler that records who the engine thinks the client is, a
  * raw client that remembers every byte it ever received (for "closed without a greeting"
- * checks), a seeded PRNG, SMTP transactions over raw sockets, and HAProxy run in the foreground.
+ * checks), SMTP transactions over raw sockets, and HAProxy run in the foreground.
  * Every wait is bounded; every child process is killed by its owner in `finally`.
  */
 import assert from 'node:assert/strict';
@@ -230,33 +230,6 @@ export async function transaction(
   return end;
 }
 
-// ---- seeded PRNG -------------------------------------------------------------------------
-
-/** mulberry32. */
-export class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[Math.floor(this.next() * items.length)]!;
-  }
-  bytes(n: number): Buffer {
-    const out = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) out[i] = this.int(0, 255);
-    return out;
-  }
-}
 
 /** Runs `fn` over `items` with at most `limit` running at once. */
 export async function pool<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
