@@ -45,6 +45,28 @@ function starttlsOptions(c: Certs, extra: ControllerOptions = {}): ControllerOpt
   return { tlsContext: { cert: c.server.cert, key: c.server.key }, ...extra };
 }
 
+/**
+ * A STARTTLS server for `handler` (starttlsOptions with `extra`), and a raw client that has read
+ * the greeting: `body` runs with the client, the certificates and the server, and the client is
+ * closed after it. Skips (outside CI) when no certificates can be made.
+ */
+async function withClient(
+  t: TestContext,
+  handler: Recorder,
+  extra: ControllerOptions,
+  body: (c: TlsRawClient, certs: Certs, server: { port: number }) => Promise<void>,
+): Promise<void> {
+  if (!needCerts(t, certs)) return;
+  await using server = await startServer(handler, starttlsOptions(certs, extra));
+  const c = await TlsRawClient.connect(server.port);
+  try {
+    await c.reply();
+    await body(c, certs, server);
+  } finally {
+    c.close();
+  }
+}
+
 async function deliver(c: TlsRawClient, from = 'a@example.com', to = 'b@example.com', body = 'Subject: t\r\n\r\nhi\r\n'): Promise<void> {
   await c.expect(`MAIL FROM:<${from}>`, 250);
   await c.expect(`RCPT TO:<${to}>`, 250);
@@ -83,11 +105,7 @@ describe('STARTTLS: what is offered', () => {
   });
 
   test('with tlsContext STARTTLS is advertised before TLS only; 220, then a handshake that verifies against the CA', async (t: TestContext) => {
-    if (!needCerts(t, certs)) return;
-    await using server = await startServer(new Recorder(), starttlsOptions(certs));
-    const c = await TlsRawClient.connect(server.port);
-    try {
-      await c.reply();
+    await withClient(t, new Recorder(), {}, async (c, certs) => {
       const before = await c.expect('EHLO client.example', 250);
       assert.ok(ehloKeywords(before).includes('STARTTLS'), before.text);
       const r = await c.expect('STARTTLS', 220);
@@ -98,9 +116,7 @@ describe('STARTTLS: what is offered', () => {
       assert.equal(c.peerFingerprint(), certs.server.fingerprint256);
       const afterEhlo = await c.expect('EHLO client.example', 250);
       assert.ok(!ehloKeywords(afterEhlo).includes('STARTTLS'), `STARTTLS listed inside TLS: ${afterEhlo.text}`);
-    } finally {
-      c.close();
-    }
+    });
   });
 
   test('a second STARTTLS inside TLS gets 503 and the connection goes on', async (t: TestContext) => {
@@ -120,11 +136,7 @@ describe('STARTTLS: what is offered', () => {
   });
 
   test('STARTTLS with an argument gets 501 and the connection stays plain', async (t: TestContext) => {
-    if (!needCerts(t, certs)) return;
-    await using server = await startServer(new Recorder(), starttlsOptions(certs));
-    const c = await TlsRawClient.connect(server.port);
-    try {
-      await c.reply();
+    await withClient(t, new Recorder(), {}, async (c) => {
       await c.expect('EHLO client.example', 250);
       await c.expect('STARTTLS now', 501);
       // Still plain text: a plain command is answered in plain text.
@@ -132,20 +144,14 @@ describe('STARTTLS: what is offered', () => {
       await c.expect('STARTTLS', 220);
       await c.upgrade();
       await c.expect('EHLO client.example', 250);
-    } finally {
-      c.close();
-    }
+    });
   });
 });
 
 describe('STARTTLS: the session is reset after the handshake (RFC 3207 §4.2)', () => {
   test('MAIL without a new EHLO gets 503; a transaction opened before TLS is forgotten', async (t: TestContext) => {
-    if (!needCerts(t, certs)) return;
     const handler = new HookRecorder();
-    await using server = await startServer(handler, starttlsOptions(certs));
-    const c = await TlsRawClient.connect(server.port);
-    try {
-      await c.reply();
+    await withClient(t, handler, {}, async (c) => {
       await c.expect('EHLO client.example', 250);
       await c.expect('MAIL FROM:<before@example.com>', 250);
       await c.expect('RCPT TO:<r@example.com>', 250);
@@ -162,18 +168,12 @@ describe('STARTTLS: the session is reset after the handshake (RFC 3207 §4.2)', 
       assert.equal(handler.messages.length, 1);
       assert.equal(handler.messages[0]!.mailFrom, 'after@example.com');
       assert.deepEqual(handler.messages[0]!.rcptTos, ['r@example.com']);
-    } finally {
-      c.close();
-    }
+    });
   });
 
   test('session.tls is null in plain text and carries protocol and cipher after STARTTLS', async (t: TestContext) => {
-    if (!needCerts(t, certs)) return;
     const handler = new HookRecorder();
-    await using server = await startServer(handler, starttlsOptions(certs));
-    const c = await TlsRawClient.connect(server.port);
-    try {
-      await c.reply();
+    await withClient(t, handler, {}, async (c) => {
       await c.expect('EHLO client.example', 250);
       await c.expect('MAIL FROM:<plain@example.com>', 250);
       await c.expect('RSET', 250);
@@ -190,20 +190,14 @@ describe('STARTTLS: the session is reset after the handshake (RFC 3207 §4.2)', 
       assert.equal(info.cipher?.name, c.tlsSocket.getCipher().name);
       // No client certificate was asked for.
       assert.equal(info.peerCertificate, null);
-    } finally {
-      c.close();
-    }
+    });
   });
 });
 
 describe('STARTTLS: command injection (CVE-2011-0411 class)', () => {
   test('commands pipelined after STARTTLS in the same write never run', async (t: TestContext) => {
-    if (!needCerts(t, certs)) return;
     const handler = new HookRecorder();
-    await using server = await startServer(handler, starttlsOptions(certs));
-    const c = await TlsRawClient.connect(server.port);
-    try {
-      await c.reply();
+    await withClient(t, handler, {}, async (c) => {
       await c.expect('EHLO client.example', 250);
       c.send('STARTTLS\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<victim@y>\r\n');
       const r = await c.reply();
@@ -218,13 +212,10 @@ describe('STARTTLS: command injection (CVE-2011-0411 class)', () => {
       assert.deepEqual(handler.events, [], `injected commands reached the handler: ${handler.events.join(', ')}`);
       await deliver(c, 'real@example.com', 'a@b.example');
       assert.deepEqual(handler.events, ['MAIL real@example.com', 'RCPT a@b.example']);
-    } finally {
-      c.close();
-    }
+    });
   });
 
   test('EHLO, STARTTLS and injected commands in one write during a slow EHLO hook never run the injection', async (t: TestContext) => {
-    if (!needCerts(t, certs)) return;
     class Slow extends HookRecorder {
       async handleEHLO(_s: SMTPServer, _session: Session, _e: Envelope, _h: string, lines: string[]): Promise<string[]> {
         await delay(100);
@@ -232,10 +223,7 @@ describe('STARTTLS: command injection (CVE-2011-0411 class)', () => {
       }
     }
     const handler = new Slow();
-    await using server = await startServer(handler, starttlsOptions(certs));
-    const c = await TlsRawClient.connect(server.port);
-    try {
-      await c.reply();
+    await withClient(t, handler, {}, async (c) => {
       c.send('EHLO client.example\r\nSTARTTLS\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<victim@y>\r\nDATA\r\n');
       assert.equal((await c.reply()).code, 250);
       assert.equal((await c.reply()).code, 220);
@@ -244,9 +232,7 @@ describe('STARTTLS: command injection (CVE-2011-0411 class)', () => {
       await c.expect('EHLO client.example', 250);
       await c.expect('RCPT TO:<a@b>', 503);
       assert.deepEqual(handler.events, []);
-    } finally {
-      c.close();
-    }
+    });
   });
 
   test('commands written separately behind STARTTLS, before the handshake, never run', async (t: TestContext) => {
@@ -280,12 +266,8 @@ describe('STARTTLS: command injection (CVE-2011-0411 class)', () => {
 
 describe('requireStartTLS', () => {
   test('MAIL, RCPT, DATA, AUTH, VRFY, RSET get 530 5.7.0 before TLS; NOOP, EHLO and QUIT work', async (t: TestContext) => {
-    if (!needCerts(t, certs)) return;
     const handler = new HookRecorder();
-    await using server = await startServer(handler, starttlsOptions(certs, { requireStartTLS: true, authenticator: () => true }));
-    const c = await TlsRawClient.connect(server.port);
-    try {
-      await c.reply();
+    await withClient(t, handler, { requireStartTLS: true, authenticator: () => true }, async (c) => {
       await c.expect('EHLO client.example', 250);
       for (const cmd of ['MAIL FROM:<a@example.com>', 'RCPT TO:<b@example.com>', 'DATA', 'AUTH PLAIN', 'VRFY someone', 'RSET']) {
         const r = await c.expect(cmd, 530);
@@ -297,9 +279,7 @@ describe('requireStartTLS', () => {
       const q = await c.expect('QUIT', 221);
       assert.match(q.text, /^221 /);
       await c.waitClosed();
-    } finally {
-      c.close();
-    }
+    });
   });
 
   test('after STARTTLS mail is accepted', async (t: TestContext) => {
@@ -316,21 +296,15 @@ describe('requireStartTLS', () => {
   });
 
   test('a BDAT refused for want of TLS still consumes its chunk: chunk bytes never run as commands', async (t: TestContext) => {
-    if (!needCerts(t, certs)) return;
     const handler = new HookRecorder();
-    await using server = await startServer(handler, starttlsOptions(certs, { requireStartTLS: true }));
-    const c = await TlsRawClient.connect(server.port);
-    try {
-      await c.reply();
+    await withClient(t, handler, { requireStartTLS: true }, async (c) => {
       await c.expect('EHLO client.example', 250);
       // The 6-byte chunk is "NOOP\r\n": if it ran as a command there would be a second reply.
       c.send('BDAT 6 LAST\r\nNOOP\r\n');
       const r = await c.reply();
       assert.equal(r.code, 530, r.text);
       assert.ok(await c.silentFor(300), `chunk bytes were run as a command: ${JSON.stringify(c.unread)}`);
-    } finally {
-      c.close();
-    }
+    });
   });
 });
 
