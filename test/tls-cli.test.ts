@@ -57,6 +57,17 @@ function freshDir(prefix: string): string {
   return dir;
 }
 
+/** A copy of the server certificate and key in a fresh directory, for tests that replace them. */
+function replaceableCert(c: Certs, prefix: string): { certPath: string; keyPath: string } {
+  const dir = freshDir(prefix);
+  execFileSync('mkdir', ['-p', dir]);
+  const certPath = join(dir, 'cert.pem');
+  const keyPath = join(dir, 'key.pem');
+  copyFileSync(c.server.certPath, certPath);
+  copyFileSync(c.server.keyPath, keyPath);
+  return { certPath, keyPath };
+}
+
 function delivered(maildir: string): string[] {
   try {
     return readdirSync(join(maildir, 'new')).map((f) => readFileSync(join(maildir, 'new', f), 'utf8'));
@@ -447,12 +458,7 @@ describe('SIGHUP reloads the certificates', () => {
 
   test('STARTTLS: replace the files, SIGHUP, new connections see the new certificate; a bad file keeps the old one', async (t: TestContext) => {
     if (!needCerts(t, certs)) return;
-    const dir = freshDir('hup');
-    execFileSync('mkdir', ['-p', dir]);
-    const certPath = join(dir, 'cert.pem');
-    const keyPath = join(dir, 'key.pem');
-    copyFileSync(certs.server.certPath, certPath);
-    copyFileSync(certs.server.keyPath, keyPath);
+    const { certPath, keyPath } = replaceableCert(certs, 'hup');
     const port = await freePort();
     const p = await startCli(['-n', '--tlscert', certPath, '--tlskey', keyPath, '-l', `127.0.0.1:${port}`, '-c', 'Sink']);
     const open: TlsRawClient[] = [];
@@ -487,12 +493,7 @@ describe('SIGHUP reloads the certificates', () => {
 
   test('implicit TLS: SIGHUP swaps the listener certificate', async (t: TestContext) => {
     if (!needCerts(t, certs)) return;
-    const dir = freshDir('hups');
-    execFileSync('mkdir', ['-p', dir]);
-    const certPath = join(dir, 'cert.pem');
-    const keyPath = join(dir, 'key.pem');
-    copyFileSync(certs.server.certPath, certPath);
-    copyFileSync(certs.server.keyPath, keyPath);
+    const { certPath, keyPath } = replaceableCert(certs, 'hups');
     const port = await freePort();
     const p = await startCli(['-n', '--smtpscert', certPath, '--smtpskey', keyPath, '-l', `127.0.0.1:${port}`, '-c', 'Sink']);
     try {
