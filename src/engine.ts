@@ -613,13 +613,8 @@ export abstract class Engine implements SMTPServer, Idler {
   /**
    * Calls a hook and turns its result into a wire reply. A hook that throws, rejects or returns
    * something that is not a reply gets handleException's reply or a 451 that tells nothing of
-   * our insides.
+   * our insides. A hook that answers at once is answered at once (no promise).
    */
-  protected async replyFrom(call: () => MaybePromise<string>, enhanced = true): Promise<string> {
-    return this.replyOf(call, enhanced);
-  }
-
-  /** replyFrom, but a hook that answers at once is answered at once (no promise). */
   protected replyOf(call: () => MaybePromise<string>, enhanced = true): string | Promise<string> {
     let result: MaybePromise<string>;
     try {

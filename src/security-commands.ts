@@ -223,7 +223,7 @@ export abstract class SecurityCommands extends TransactionCommands {
       const h = this.handler;
       if (h.handleAUTH !== undefined) {
         // The handler takes over the whole exchange, as aiosmtpd's handle_AUTH.
-        return this.respond(await this.replyFrom(() => h.handleAUTH!(this, this.session, this.envelope, args)));
+        return this.respond(await this.replyOf(() => h.handleAUTH!(this, this.session, this.envelope, args)));
       }
       let result: AuthResult | boolean | null | undefined;
       if (method === '') {

@@ -69,7 +69,7 @@ export class SMTP extends SecurityCommands {
     this.resetTransaction();
     const before = this.session.hostName;
     const h = this.handler;
-    const reply = await this.replyFrom(
+    const reply = await this.replyOf(
       () => (h.handleHELO ? h.handleHELO(this, this.session, this.envelope, name) : `250 ${this.hostname}`),
       false,
     );
@@ -126,7 +126,7 @@ export class SMTP extends SecurityCommands {
   private async quit(arg: string): Promise<void> {
     if (arg !== '') return this.respond(Reply.QUIT_SYNTAX);
     const h = this.handler;
-    this.push(await this.replyFrom(() => (h.handleQUIT ? h.handleQUIT(this, this.session, this.envelope) : Reply.BYE)));
+    this.push(await this.replyOf(() => (h.handleQUIT ? h.handleQUIT(this, this.session, this.envelope) : Reply.BYE)));
     this.close();
   }
 
@@ -135,7 +135,7 @@ export class SMTP extends SecurityCommands {
     const address = arg.replace(/^<(.*)>$/, '$1');
     const h = this.handler;
     this.respond(
-      await this.replyFrom(() =>
+      await this.replyOf(() =>
         h.handleVRFY ? h.handleVRFY(this, this.session, this.envelope, address) : Reply.VRFY_DEFAULT,
       ),
     );

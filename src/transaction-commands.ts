@@ -290,7 +290,7 @@ export abstract class TransactionCommands extends Engine {
     const h = this.handler;
     const replies: string[] = [];
     for (const rcpt of env.rcptTos) {
-      replies.push(await this.replyFrom(() => h.handleDeliver!(this, this.session, env, rcpt)));
+      replies.push(await this.replyOf(() => h.handleDeliver!(this, this.session, env, rcpt)));
     }
     return replies;
   }

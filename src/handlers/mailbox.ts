@@ -15,19 +15,17 @@ import { bodyOf, lineEnding, traceHeaders } from './headers.js';
  * mkdir -p, mode 0700. Not `mkdir(..., { recursive: true })`: on Node 20 that loops forever where
  * a parent exists but refuses new entries with ENOENT (`/proc/x`), and the server never starts.
  */
-async function makeDirectory(path: string): Promise<void> {
+async function makeDirectory(path: string, parentMade = false): Promise<void> {
   try {
-    return await mkdir(path, { mode: 0o700 });
+    await mkdir(path, { mode: 0o700 });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EEXIST' && (await stat(path)).isDirectory()) return;
-    if (code !== 'ENOENT' || dirname(path) === path) throw error;
+    // Once past a made parent, ENOENT is the filesystem's answer, not a missing parent.
+    if (code !== 'ENOENT' || parentMade || dirname(path) === path) throw error;
+    await makeDirectory(dirname(path));
+    await makeDirectory(path, true);
   }
-  await makeDirectory(dirname(path));
-  // Once more only: a second ENOENT is the filesystem's answer, not a missing parent.
-  await mkdir(path, { mode: 0o700 }).catch(async (error: NodeJS.ErrnoException) => {
-    if (error.code !== 'EEXIST' || !(await stat(path)).isDirectory()) throw error;
-  });
 }
 
 /** Per process, shared by every Mailbox, as Python's Maildir._count: keeps names unique. */
