@@ -29,3 +29,22 @@ export {
 export { htpasswdAuthenticator, loadHtpasswd, parseHtpasswd, verifyPassword } from './htpasswd.js';
 export { parseProxyHeader, type ProxyData, type ProxyTLV, type ProxyParse } from './proxy-protocol.js';
 export type { XClientData } from './xclient.js';
+export {
+  DsnError,
+  decodeXtext,
+  encodeXtext,
+  parseRet,
+  parseEnvid,
+  parseNotify,
+  parseOrcpt,
+  parseMailDsn,
+  parseRcptDsn,
+  formatMailDsn,
+  formatRcptDsn,
+  type DsnRet,
+  type DsnNotify,
+  type DsnNotifyCondition,
+  type DsnOrcpt,
+  type DsnMailOptions,
+  type DsnRcptOptions,
+} from './dsn.js';
