@@ -48,3 +48,17 @@ export {
   type DsnMailOptions,
   type DsnRcptOptions,
 } from './dsn.js';
+export {
+  withAuthResults,
+  authResultsOf,
+  authservIdOf,
+  removeForgedAuthResults,
+  type AuthResultsOptions,
+  type AuthResults,
+  type AuthResultValue,
+  type SpfVerdict,
+  type DkimVerdict,
+  type DmarcVerdict,
+  type ArcVerdict,
+  type DNSResolver,
+} from './authres/index.js';
