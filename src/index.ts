@@ -51,6 +51,7 @@ export {
 export {
   withAuthResults,
   authResultsOf,
+  authResultsReady,
   authservIdOf,
   removeForgedAuthResults,
   type AuthResultsOptions,

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { authResultsOf, authservIdOf, removeForgedAuthResults, withAuthResults, type AuthResults } from '../src/authres/index.js';
+import { authResultsOf, authResultsReady, authservIdOf, removeForgedAuthResults, withAuthResults, type AuthResults } from '../src/authres/index.js';
 import { prependHeader, safeHeader } from '../src/authres/headers.js';
 import { verifyMessage, type VerifyInput } from '../src/authres/verify.js';
 import type { Handler } from '../src/handler.js';
@@ -185,6 +185,32 @@ describe('withAuthResults over a real socket', () => {
     assert.match(await send(withAuthResults(legacy, { resolver }), 'alice@example.org', message()), /^250/);
     assert.match(data, /^Authentication-Results: /);
     assert.ok(resolver.queries.length > before);
+  });
+
+  it('handleDATAStream: the body reaches the handler and the checks at once; the verdicts when it ends', async () => {
+    const got: Array<{ spf: string | undefined; dkim: string | undefined; bytes: number; header: string | undefined }> = [];
+    const streaming: Handler = {
+      async handleDATAStream(_s, _session, envelope, stream) {
+        let bytes = 0;
+        for await (const chunk of stream) bytes += (chunk as Buffer).length;
+        const r = await authResultsReady(envelope);
+        got.push({ spf: r?.spf?.result, dkim: r?.dkim[0]?.result, bytes, header: r?.header });
+        return r?.dmarc?.result === 'pass' ? '250 2.0.0 streamed' : '550 5.7.1 DMARC';
+      },
+    };
+    const msg = await signed(message());
+    assert.match(await send(withAuthResults(streaming, { authservId: ID, resolver: fixtureResolver(standardZone()) }), 'alice@example.org', msg), /^250 2\.0\.0 streamed/);
+    assert.equal(got[0]!.spf, 'pass');
+    assert.equal(got[0]!.dkim, 'pass');
+    assert.equal(got[0]!.bytes, msg.length, 'the handler gets the bytes as sent');
+    assert.match(got[0]!.header ?? '', /^Authentication-Results: mx\.test;/);
+    const early: Handler = {
+      handleDATAStream() {
+        return '250 2.0.0 answered before the end';
+      },
+    };
+    const big = message('alice@example.org', '', 'x'.repeat(200) + '\r\n'.repeat(2000));
+    assert.match(await send(withAuthResults(early, { resolver: fixtureResolver(standardZone()) }), 'alice@example.org', big), /^250/);
   });
 
   it('a handler without a DATA hook still gets 250, and other hooks keep their this', async () => {

@@ -4,6 +4,7 @@
  * Authentication-Results header with our authserv-id in front of the message, after removing
  * any that forge it (RFC 8601 §5). Every other hook of the wrapped handler is used unchanged.
  */
+import { PassThrough, type Readable } from 'node:stream';
 import type { DNSResolver } from 'mailauth';
 import type { Handler, SMTPServer } from '../handler.js';
 import { Reply } from '../replies.js';
@@ -31,6 +32,15 @@ const pending = new WeakMap<Envelope, Promise<void>>();
 
 /** The verdicts for this envelope's message, once withAuthResults verified it (in handleDATA and handleDeliver). */
 export function authResultsOf(envelope: Envelope): AuthResults | undefined {
+  return results.get(envelope);
+}
+
+/**
+ * For handleDATAStream: the verdicts once the whole body has arrived and been checked (DKIM's
+ * body hash needs the last byte). Undefined when the envelope's message is not being verified.
+ */
+export async function authResultsReady(envelope: Envelope): Promise<AuthResults | undefined> {
+  await pending.get(envelope);
   return results.get(envelope);
 }
 
@@ -65,6 +75,45 @@ async function verify(server: SMTPServer, session: Session, envelope: Envelope, 
   results.set(envelope, { ...verdicts, removed });
 }
 
+/**
+ * Streamed: the body goes to the handler and to the checks at once, at the pace of the slower
+ * (backpressure), so nothing is buffered whole. The handler's bytes are the client's as sent: a
+ * stream cannot take a header in front that depends on its own last byte, so `header` is for
+ * the handler to write, and forged copies for it to drop (removeForgedAuthResults).
+ */
+function verifyStream(server: SMTPServer, session: Session, envelope: Envelope, stream: Readable, options: AuthResultsOptions): Readable {
+  const toChecks = new PassThrough();
+  const toHandler = new PassThrough();
+  stream.on('data', (chunk: Buffer) => {
+    const waits = [toChecks, toHandler].filter((out) => !out.write(chunk));
+    if (waits.length === 0) return;
+    stream.pause();
+    let left = waits.length;
+    for (const out of waits) out.once('drain', () => --left === 0 && stream.resume());
+  });
+  stream.on('end', () => {
+    toChecks.end();
+    toHandler.end();
+  });
+  stream.on('error', (error) => {
+    toChecks.destroy(error);
+    toHandler.destroy(error);
+  });
+  const done = verifyMessage(toChecks, {
+    ip: clientIp(session),
+    helo: clientHelo(session),
+    mailFrom: envelope.mailFrom ?? '',
+    authservId: options.authservId ?? server.hostname,
+    resolver: options.resolver,
+    minBitLength: options.minBitLength,
+  }).then(
+    (verdicts) => void results.set(envelope, { ...verdicts, removed: 0 }),
+    () => undefined, // the body was cut off (size limit, client gone): no verdicts, and the engine answers
+  );
+  pending.set(envelope, done);
+  return toHandler;
+}
+
 function verifyOnce(server: SMTPServer, session: Session, envelope: Envelope, options: AuthResultsOptions): Promise<void> {
   let p = pending.get(envelope);
   if (p === undefined) {
@@ -82,6 +131,16 @@ function verifyOnce(server: SMTPServer, session: Session, envelope: Envelope, op
 export function withAuthResults<H extends Handler>(handler: H, options: AuthResultsOptions = {}): Handler {
   const perRecipient = handler.handleDATA === undefined && handler.handleDeliver !== undefined;
   const own: Handler = {};
+  if (handler.handleDATAStream !== undefined) {
+    own.handleDATAStream = async (server, session, envelope, stream) => {
+      const body = verifyStream(server, session, envelope, stream, options);
+      try {
+        return await handler.handleDATAStream!(server, session, envelope, body);
+      } finally {
+        body.resume(); // a handler that answered early reads no more; the checks still get the rest
+      }
+    };
+  }
   if (perRecipient) {
     own.handleDeliver = async (server, session, envelope, recipient) => {
       await verifyOnce(server, session, envelope, options);
@@ -101,7 +160,7 @@ export function withAuthResults<H extends Handler>(handler: H, options: AuthResu
   // Every other property is the handler's own, bound to it (hooks added later, private fields).
   return new globalThis.Proxy(handler, {
     get(target, key) {
-      if (key === 'handleDATA' || key === 'handleDeliver') return own[key];
+      if (key === 'handleDATA' || key === 'handleDeliver' || key === 'handleDATAStream') return own[key];
       if (key === 'processMessage') return undefined;
       const v: unknown = Reflect.get(target, key, target);
       return typeof v === 'function' ? v.bind(target) : v;
