@@ -5,6 +5,7 @@ import { prependHeader, safeHeader } from '../src/authres/headers.js';
 import { verifyMessage, type VerifyInput } from '../src/authres/verify.js';
 import type { Handler } from '../src/handler.js';
 import type { Envelope } from '../src/session.js';
+import { Rng } from './rng.js';
 import { fixtureResolver, message, sealed, signed, standardZone } from './authres-util.js';
 import { greeted, startServer } from './helpers.js';
 
@@ -46,6 +47,34 @@ describe('authservIdOf / removeForgedAuthResults (RFC 8601 §5)', () => {
     assert.equal(out.toString(), 'Authentication-Results: mx.test; none\r\nFrom: a@b.c\r\n\r\nx\r\n');
     assert.equal(prependHeader(Buffer.from('From: a\n\nx\n'), 'A: b;\r\n c').toString(), 'A: b;\n c\nFrom: a\n\nx\n', 'an LF message gets LF');
     assert.equal(safeHeader('A: x\r\nInjected: y\r\n z\x00\x1b'), 'A: x\r\n Injected: y\r\n z  ');
+  });
+});
+
+describe('removeForgedAuthResults: seeded fuzz', () => {
+  it('no header naming our id survives; every other header and the body stay byte for byte', () => {
+    const rng = new Rng(8601);
+    const names = ['Authentication-Results', 'authentication-results', 'AUTHENTICATION-RESULTS ', 'Authentication-Results\t'];
+    const ids = ['mx.test', 'MX.Test.', '(c) mx.test', '"mx.test"', '\r\n mx.test', ' (a (b) \\) c) mx.test'];
+    const others = ['Received: from x', 'Subject: a; mx.test; b', 'X-Authentication-Results: mx.test; pass', 'Authentication-Results: mx.test.evil; pass', 'Authentication-Results: other.example; mx.test'];
+    for (let i = 0; i < 500; i++) {
+      const eol = rng.next() < 0.5 ? '\r\n' : '\n';
+      const kept: string[] = [];
+      const lines: string[] = [];
+      for (let n = rng.int(0, 8); n > 0; n--) {
+        if (rng.next() < 0.5) {
+          const v = `${rng.pick(names)}:${rng.next() < 0.5 ? ' ' : ''}${rng.pick(ids)}; dkim=pass${rng.next() < 0.3 ? '\r\n\tspf=pass' : ''}`;
+          lines.push(v.replace(/\r\n/g, eol));
+        } else {
+          const v = rng.pick(others);
+          lines.push(v);
+          kept.push(v);
+        }
+      }
+      const body = `${eol}Authentication-Results: mx.test; in the body${eol}`;
+      const msg = Buffer.from(lines.map((l) => l + eol).join('') + body);
+      const out = removeForgedAuthResults(msg, ID).message.toString();
+      assert.equal(out, kept.map((l) => l + eol).join('') + body, JSON.stringify(msg.toString()));
+    }
   });
 });
 
