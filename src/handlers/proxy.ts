@@ -19,8 +19,8 @@
 import type { ConnectionOptions } from 'node:tls';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import { Reply } from '../replies.js';
-import { formatPeer, type Envelope, type MailOptions, type RcptOptions, type Session } from '../session.js';
-import { bodyOf, clean } from './headers.js';
+import { type Envelope, type MailOptions, type RcptOptions, type Session } from '../session.js';
+import { bodyOf, peerHeader, tracePrefix } from './headers.js';
 import { DEFAULT_IDLE_TIMEOUT, Upstream, UpstreamError, type UpstreamReply } from './upstream.js';
 
 export { toCRLF } from './upstream.js';
@@ -185,7 +185,7 @@ export class Proxy implements Handler {
       upstream.quit();
       return NO_SMTPUTF8;
     }
-    const mail = `MAIL FROM:<${address}>${mailParameters(upstream, options, xPeer(session).length, utf8)}`;
+    const mail = `MAIL FROM:<${address}>${mailParameters(upstream, options, Buffer.byteLength(xPeer(session)) + 2, utf8)}`;
     try {
       const reply = await upstream.command(mail);
       if (!isSuccess(reply)) {
@@ -271,7 +271,8 @@ export class Proxy implements Handler {
         return refusals.map((r) => r ?? first);
       }
       const upstream = await this.live(t);
-      const final = await upstream.data([Buffer.from(xPeer(session), 'utf8'), bodyOf(envelope)]);
+      const body = bodyOf(envelope);
+      const final = await upstream.data([tracePrefix(xPeer(session), body, '\r\n'), body]);
       upstream.quit();
       const reply = passBack(final);
       return refusals.map((r) => r ?? reply);
@@ -296,7 +297,7 @@ function isSuccess(reply: UpstreamReply): boolean {
 
 /** The trace header put in front of the message (X-MailFrom and X-RcptTo are not: X-RcptTo would show every recipient the Bcc list). */
 function xPeer(session: Session): string {
-  return `X-Peer: ${clean(formatPeer(session.peer))}\r\n`;
+  return peerHeader(session, '\r\n');
 }
 
 /** SIZE, BODY and SMTPUTF8 as the client declared them, each only when the upstream offers it. */
