@@ -28,6 +28,7 @@ const ATTACKS: Array<[string, string]> = [
   ['tab continuation', '\t, ceo@victim.example\r\nSubject: tab\r\n\r\nbody\r\n'],
   ['space continuation', ' ceo@victim.example\r\n\r\nbody\r\n'],
   ['LF-only continuation', '\tceo@victim.example\nSubject: lf\n\nbody\n'],
+  ['bare LF then a continuation, CRLF after', '\n\tceo@victim.example\r\nSubject: lf\r\n\r\nbody\r\n'],
   ['bare CR then a continuation', '\r\tceo@victim.example\r\nSubject: cr\r\n\r\nbody\r\n'],
   ['vertical tab, form feed', '\x0b\x0cceo@victim.example\r\n\r\nbody\r\n'],
   ['no-break space (UTF-8)', '\u00a0ceo@victim.example\r\n\r\nbody\r\n'],
