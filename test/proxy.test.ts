@@ -368,7 +368,7 @@ describe('Proxy: the upstream decides at each command', () => {
       c.send('Subject: s\r\n\r\nx\r\n.\r\n');
       assert.equal((await c.reply(15000)).code, 250);
       const xPeer = `X-Peer: 127.0.0.1:${c.socket.localPort}\r\n`;
-      assert.deepEqual(recorder.messages[0]!.mailParams, [`SIZE=${100 + xPeer.length}`, 'BODY=8BITMIME', 'SMTPUTF8']);
+      assert.deepEqual(recorder.messages[0]!.mailParams, [`SIZE=${100 + xPeer.length + 2}`, 'BODY=8BITMIME', 'SMTPUTF8']);
       assert.deepEqual(recorder.messages[0]!.rcptTos, ['ü@example.com']);
     } finally {
       c.close();

@@ -19,9 +19,9 @@
 import type { ConnectionOptions } from 'node:tls';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import { Reply } from '../replies.js';
-import { formatPeer, type Envelope, type MailOptions, type RcptOptions, type Session } from '../session.js';
+import { type Envelope, type MailOptions, type RcptOptions, type Session } from '../session.js';
 import { mailDsnParameters, notifyRelayed, rcptDsnParameters } from './dsn-relay.js';
-import { bodyOf, clean } from './headers.js';
+import { bodyOf, peerHeader, tracePrefix } from './headers.js';
 import { DEFAULT_IDLE_TIMEOUT, Upstream, UpstreamError, type UpstreamReply } from './upstream.js';
 
 export { toCRLF } from './upstream.js';
@@ -187,7 +187,7 @@ export class Proxy implements Handler {
       return NO_SMTPUTF8;
     }
     const dsn = mailDsnParameters(options, upstream.supports('DSN'));
-    const mail = `MAIL FROM:<${address}>${mailParameters(upstream, options, xPeer(session).length, utf8)}${dsn}`;
+    const mail = `MAIL FROM:<${address}>${mailParameters(upstream, options, Buffer.byteLength(xPeer(session)) + 2, utf8)}${dsn}`;
     try {
       const reply = await upstream.command(mail);
       if (!isSuccess(reply)) {
@@ -273,7 +273,8 @@ export class Proxy implements Handler {
         return refusals.map((r) => r ?? first);
       }
       const upstream = await this.live(t);
-      const sent = [Buffer.from(xPeer(session), 'utf8'), bodyOf(envelope)];
+      const body = bodyOf(envelope);
+      const sent = [tracePrefix(xPeer(session), body, '\r\n'), body];
       const final = await upstream.data(sent);
       upstream.quit();
       const reply = passBack(final);
@@ -302,7 +303,7 @@ function isSuccess(reply: UpstreamReply): boolean {
 
 /** The trace header put in front of the message (X-MailFrom and X-RcptTo are not: X-RcptTo would show every recipient the Bcc list). */
 function xPeer(session: Session): string {
-  return `X-Peer: ${clean(formatPeer(session.peer))}\r\n`;
+  return peerHeader(session, '\r\n');
 }
 
 /** SIZE, BODY and SMTPUTF8 as the client declared them, each only when the upstream offers it. */
