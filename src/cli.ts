@@ -5,18 +5,17 @@
  */
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
-import { unlink } from 'node:fs/promises';
+import { stat, unlink, writeFile } from 'node:fs/promises';
 import { isIP, isIPv6 } from 'node:net';
 import { lookup } from 'node:dns/promises';
-import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { pathToFileURL } from 'node:url';
-import { dirname, resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { Controller, UnixSocketController, checkSocketPath } from './controller.js';
 import { UsageError, type Handler, type HandlerClass } from './handler.js';
-import { builtinHandlers } from './handlers/index.js';
+import { Mailbox, builtinHandlers } from './handlers/index.js';
 import type { Logger } from './options.js';
 import type { Authenticator } from './auth.js';
 import { htpasswdAuthenticator, loadHtpasswd } from './htpasswd.js';
@@ -419,17 +418,46 @@ function stderrLogger(level: number): Logger {
   };
 }
 
+/** The group nobody runs in: Debian's nogroup, else nobody. */
+function servingGroup(): string {
+  try {
+    process.setegid!('nogroup');
+    return 'nogroup';
+  } catch {
+    process.setegid!('nobody');
+    return 'nobody';
+  }
+}
+
+/**
+ * Runs the handler's setup as the user the server will serve as, so what it makes (Mailbox's
+ * Maildir) belongs to nobody and what nobody could not use fails now, not as 451 per message.
+ */
+async function asServingUser<T>(fn: () => Promise<T>): Promise<T> {
+  process.setgroups!([servingGroup()]);
+  process.seteuid!('nobody');
+  try {
+    return await fn();
+  } finally {
+    // Back to root to bind the ports and read the keys: the user first, as only root may set the group.
+    process.seteuid!(0);
+    process.setegid!(0);
+  }
+}
+
 function dropPrivileges(): void {
   // Bound already, as root: now become nobody, so a handler bug cannot act as root.
-  let group = 'nogroup';
-  try {
-    process.setgid!(group);
-  } catch {
-    group = 'nobody';
-    process.setgid!(group);
-  }
+  const group = servingGroup();
+  process.setgid!(group);
   process.setgroups?.([group]);
   process.setuid!('nobody');
+}
+
+/** Mailbox's check that its Maildir takes files: a directory nobody may enter but not write in. */
+async function probeWritable(dir: string): Promise<void> {
+  const probe = join(dir, `.tsmtpd-probe-${process.pid}`);
+  await writeFile(probe, '', { flag: 'wx' });
+  await unlink(probe);
 }
 
 /**
@@ -467,12 +495,21 @@ async function main(argv: string[]): Promise<number> {
     // A handler with setup to do (Mailbox creates its Maildir, as aiosmtpd's does at start)
     // does it now, so a bad path is an error at start, not at the first message.
     const init = (handler as { init?: () => unknown }).init;
-    if (typeof init === 'function') {
-      try {
-        await init.call(handler);
-      } catch (error) {
-        throw new CliError(`handler setup failed: ${(error as Error).message}`);
+    const mailbox = handler instanceof Mailbox ? handler : null;
+    const setup = async () => {
+      if (typeof init === 'function') await init.call(handler);
+      if (mailbox !== null) await probeWritable(join(mailbox.mailDir, 'tmp'));
+    };
+    const asNobody = args.setuid && process.getuid?.() === 0;
+    try {
+      await (asNobody ? asServingUser(setup) : setup());
+    } catch (error) {
+      const why = (error as Error).message;
+      const code = (error as NodeJS.ErrnoException).code;
+      if (asNobody && (code === 'EACCES' || code === 'EPERM')) {
+        throw new CliError(`handler setup failed as user nobody (the user tsmtpd serves as when started as root): ${why}; chown it to nobody, or run with -n`);
       }
+      throw new CliError(`handler setup failed: ${why}`);
     }
     starttls = readPair(args.tlscert, args.tlskey, '--tlscert and --tlskey');
     smtps = readPair(args.smtpscert, args.smtpskey, '--smtpscert and --smtpskey');

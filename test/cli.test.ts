@@ -2,8 +2,8 @@
 import { test, describe, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -586,6 +586,58 @@ describe('setuid', () => {
       assert.ok(!groups.includes(0), `supplementary group root kept: ${groups.join(' ')}`);
       const user = execFileSync('ps', ['-o', 'user=', '-p', String(p.pid)], { encoding: 'utf8', timeout: 5000 }).trim();
       assert.equal(user, 'nobody');
+    });
+  });
+
+  // The usual case in a container: the Maildir is made by the user the server serves as.
+  test('as root without -n: -c Mailbox DIR makes a Maildir nobody owns, and mail is delivered', async (t: TestContext) => {
+    if (!isRoot) {
+      t.skip('not running as root');
+      return;
+    }
+    await withTempDir(async (dir) => {
+      await chmod(dir, 0o1777); // a parent nobody may create in, as /tmp
+      const mailDir = join(dir, 'Maildir');
+      const port = await freePort();
+      await withCli(['-c', 'Mailbox', mailDir, '-l', `127.0.0.1:${port}`], async () => {
+        const { c } = await ehlo(port);
+        try {
+          assert.equal((await send(c, 'Subject: root\r\n\r\nbody\r\n')).code, 250);
+        } finally {
+          c.close();
+        }
+      });
+      const nobodyUid = Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8', timeout: 5000 }).trim());
+      for (const sub of ['', 'tmp', 'new', 'cur']) assert.equal(statSync(join(mailDir, sub)).uid, nobodyUid, `owner of ${sub || 'Maildir'}`);
+      const delivered = await readdir(join(mailDir, 'new'));
+      assert.equal(delivered.length, 1);
+      assert.match(readFileSync(join(mailDir, 'new', delivered[0]!), 'utf8'), /Subject: root/);
+    });
+  });
+
+  test('as root without -n: a Maildir nobody cannot write is refused at start (exit 2, one line naming nobody and -n)', async (t: TestContext) => {
+    if (!isRoot) {
+      t.skip('not running as root');
+      return;
+    }
+    await withTempDir(async (dir) => {
+      await chmod(dir, 0o755);
+      // What a root run with -n leaves behind: root's, mode 0700; and a root-owned 0755 one.
+      const privateDir = join(dir, 'private');
+      const readOnly = join(dir, 'readonly');
+      for (const sub of ['tmp', 'new', 'cur']) {
+        await mkdir(join(privateDir, sub), { recursive: true, mode: 0o700 });
+        await mkdir(join(readOnly, sub), { recursive: true, mode: 0o755 });
+      }
+      await chmod(privateDir, 0o700);
+      for (const mailDir of [privateDir, readOnly, join(dir, 'unmade')]) {
+        const port = await freePort();
+        const r = await runCli(['-c', 'Mailbox', mailDir, '-l', `127.0.0.1:${port}`]);
+        assert.equal(r.code, 2, `${mailDir}: exit ${r.code}: ${r.stderr}`);
+        assertOneLineNoStack(r.stderr, mailDir);
+        assert.match(r.stderr, /as user nobody.*EACCES.*run with -n/);
+        assert.ok(await canBind(port), 'bound the port although it refused to run');
+      }
     });
   });
 
