@@ -378,8 +378,8 @@ function makeHandler(cls: HandlerClass, classargs: string[]): Handler {
   try {
     return typeof cls.fromCli === 'function' ? cls.fromCli(...classargs) : new cls();
   } catch (error) {
-    // The handler's own complaint about its arguments, said as the class that made it.
-    if (error instanceof UsageError) throw new CliError(`-c ${cls.name}: ${error.message}`);
+    // The handler's own complaint about its arguments, in its words (docs/cli.md shows them).
+    if (error instanceof UsageError) throw error;
     throw new CliError(`argument -c/--class: cannot make a ${cls.name}: ${(error as Error).message.split('\n')[0]}`);
   }
 }
