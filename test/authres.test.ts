@@ -44,7 +44,11 @@ describe('authservIdOf / removeForgedAuthResults (RFC 8601 §5)', () => {
   });
   it('attack: white space at the top cannot continue our header; control characters cannot end it', () => {
     const out = prependHeader(Buffer.from(' dkim=pass\r\n\tspf=pass\r\nFrom: a@b.c\r\n\r\nx\r\n'), 'Authentication-Results: mx.test; none');
-    assert.equal(out.toString(), 'Authentication-Results: mx.test; none\r\nFrom: a@b.c\r\n\r\nx\r\n');
+    assert.equal(out.toString(), 'Authentication-Results: mx.test; none\r\n\r\n dkim=pass\r\n\tspf=pass\r\nFrom: a@b.c\r\n\r\nx\r\n', 'the client bytes go below an empty line, unchanged');
+    for (const forged of ['\rdkim=pass\r\n\r\nx\r\n', '\x0bdkim=pass\r\n\r\nx\r\n', '\xa0dkim=pass\r\n\r\nx\r\n', 'no header block\r\n']) {
+      const text = prependHeader(Buffer.from(forged, 'latin1'), 'Authentication-Results: mx.test; none').toString('latin1');
+      assert.equal(text, `Authentication-Results: mx.test; none\r\n\r\n${forged}`, JSON.stringify(forged));
+    }
     assert.equal(prependHeader(Buffer.from('From: a\n\nx\n'), 'A: b;\r\n c').toString(), 'A: b;\n c\nFrom: a\n\nx\n', 'an LF message gets LF');
     assert.equal(safeHeader('A: x\r\nInjected: y\r\n z\x00\x1b'), 'A: x\r\n Injected: y\r\n z  ');
   });

@@ -3,6 +3,7 @@
  * removing the copies that forge ours (§5), and putting our header in front of the message so
  * that no client byte can extend it. Works on the raw bytes (latin1 keeps every octet).
  */
+import { lineEnding, tracePrefix } from '../handlers/headers.js';
 
 /** One header field as it sits in the message: name, and the byte range of all its lines. */
 interface Field {
@@ -112,18 +113,13 @@ export function removeForgedAuthResults(message: Buffer, authservId: string): { 
 }
 
 /**
- * Our header in front of the message, ended by the message's own line ending. Lines of white
- * space at the very top continue no field of the message's own: put after ours they would
- * extend it (a client writing our verdicts), so they are dropped.
+ * Our header in front of the message, ended by the message's own line ending. The client's bytes
+ * stay as they are: when they could continue our header (white space, a bare CR, no header block
+ * at all), the trace headers' empty line keeps ours ours (see handlers/headers.ts).
  */
 export function prependHeader(message: Buffer, header: string): Buffer {
-  let start = 0;
-  while (start < message.length && (message[start] === 0x20 || message[start] === 0x09)) {
-    const nl = message.indexOf(0x0a, start);
-    start = nl < 0 ? message.length : nl + 1;
-  }
-  const eol = message.includes('\r\n') ? '\r\n' : '\n';
-  return Buffer.concat([Buffer.from(header.replace(/\r\n/g, eol) + eol, 'utf8'), message.subarray(start)]);
+  const eol = lineEnding(message);
+  return Buffer.concat([tracePrefix(header.replace(/\r\n/g, eol) + eol, message, eol), message]);
 }
 
 /**
