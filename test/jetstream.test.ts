@@ -8,20 +8,9 @@ import { after, before, describe, test } from 'node:test';
 import { UsageError } from '../src/handler.js';
 import { JetStream, type JetStreamOptions } from '../src/handlers/jetstream.js';
 import { parseJetStreamArgs } from '../src/handlers/jetstream-cli.js';
-import { startServer, type RawClient } from './helpers.js';
+import { startServer } from './helpers.js';
 import { expectCmd, greet, type Mode } from './lmtp-util.js';
-import { freePort, hasNats, needNats, NatsNode, startNats, storedMail, type NatsSet } from './nats-util.js';
-
-/** One transaction on an open connection; returns the replies to the body (one per recipient in LMTP). */
-export async function transaction(c: RawClient, from: string, to: string[], body: string | Buffer, mode: Mode = 'SMTP'): Promise<string[]> {
-  await expectCmd(c, `MAIL FROM:<${from}>`, 250);
-  for (const rcpt of to) await expectCmd(c, `RCPT TO:<${rcpt}>`, 250);
-  await expectCmd(c, 'DATA', 354);
-  c.send(Buffer.concat([Buffer.isBuffer(body) ? body : Buffer.from(body), Buffer.from('.\r\n')]));
-  const replies: string[] = [];
-  for (let i = 0; i < (mode === 'LMTP' ? to.length : 1); i++) replies.push((await c.reply(20_000)).text);
-  return replies;
-}
+import { freePort, hasNats, needNats, NatsNode, startNats, storedMail, transaction, type NatsSet } from './nats-util.js';
 
 function message(n: number | string, extra = ''): string {
   return `From: a@example.com\r\nTo: b@example.net\r\nSubject: ${n}\r\nMessage-ID: <${n}@example.com>\r\n\r\nBody ${n}\r\n${extra}`;

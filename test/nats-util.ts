@@ -13,7 +13,8 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { readBody } from '../src/handlers/jetstream-connection.js';
 import { decodeRecord, type MailRecord } from '../src/handlers/jetstream-record.js';
-import { requireTool } from './lmtp-util.js';
+import type { RawClient } from './helpers.js';
+import { expectCmd, requireTool, type Mode } from './lmtp-util.js';
 
 export const NATS_SERVER = process.env.NATS_SERVER ?? '/usr/sbin/nats-server';
 
@@ -199,6 +200,28 @@ export async function storedMail(servers: string[], stream = 'MAIL', subject = '
       if (body !== null) out.push({ seq, record, body });
     }
     return out;
+  } finally {
+    await nc.close();
+  }
+}
+
+/** One transaction on an open connection; returns the replies to the body (one per recipient in LMTP). */
+export async function transaction(c: RawClient, from: string, to: string[], body: string | Buffer, mode: Mode = 'SMTP'): Promise<string[]> {
+  await expectCmd(c, `MAIL FROM:<${from}>`, 250);
+  for (const rcpt of to) await expectCmd(c, `RCPT TO:<${rcpt}>`, 250);
+  await expectCmd(c, 'DATA', 354);
+  c.send(Buffer.concat([Buffer.isBuffer(body) ? body : Buffer.from(body), Buffer.from('.\r\n')]));
+  const replies: string[] = [];
+  for (let i = 0; i < (mode === 'LMTP' ? to.length : 1); i++) replies.push((await c.reply(20_000)).text);
+  return replies;
+}
+
+
+/** Messages in the stream, chunks included. */
+export async function streamMessages(servers: string[], stream: string): Promise<number> {
+  const nc = await connect({ servers });
+  try {
+    return (await (await jetstreamManager(nc)).streams.info(stream)).state.messages;
   } finally {
     await nc.close();
   }
