@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import { freePort } from './cli-util.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -16,6 +17,8 @@ import { decodeRecord, type MailRecord } from '../src/handlers/jetstream-record.
 import type { RawClient } from './helpers.js';
 import { expectCmd, requireTool, type Mode } from './lmtp-util.js';
 
+export { freePort };
+
 export const NATS_SERVER = process.env.NATS_SERVER ?? '/usr/sbin/nats-server';
 
 export function needNats(t: TestContext): boolean {
@@ -24,18 +27,6 @@ export function needNats(t: TestContext): boolean {
 
 export function hasNats(): boolean {
   return existsSync(NATS_SERVER);
-}
-
-/** A port nothing listens on now (bound and released). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 export class NatsNode {
