@@ -6,14 +6,14 @@
  * resend of it (the client's retry) is stored no second time.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { jetstreamManager, RetentionPolicy } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { JetStream } from '../src/handlers/jetstream.js';
 import { RawClient } from './helpers.js';
 import { startServer } from './helpers.js';
 import { CliProcess, freePort } from './cli-util.js';
-import { hasNats, jetStreamReady, needNats, sleep, startNats, storedMail, transaction, type NatsSet } from './nats-util.js';
+import { jetStreamReady, needNats, withJetStream, sleep, storedMail, transaction, natsForSuite } from './nats-util.js';
 
 const CONNECTIONS = 10;
 const PER_CONNECTION = 12;
@@ -122,36 +122,17 @@ async function leaderOf(servers: string[], stream: string): Promise<string> {
  * may take a few seconds before it can hold a replica again.
  */
 async function makeStream(servers: string[], stream: string): Promise<void> {
-  const end = Date.now() + 30_000;
-  const nc = await connect({ servers });
-  try {
-    const jsm = await jetstreamManager(nc);
-    for (;;) {
-      try {
-        await jsm.streams.add({ name: stream, subjects: ['rx.in', 'rx.in.chunk'], retention: RetentionPolicy.Workqueue, num_replicas: 3, duplicate_window: 120e9 });
-        return;
-      } catch (error) {
-        if (Date.now() > end) throw error;
-        await sleep(250);
-      }
-    }
-  } finally {
-    await nc.close();
-  }
+  await withJetStream(servers, 30_000, (jsm) =>
+    jsm.streams.add({ name: stream, subjects: ['rx.in', 'rx.in.chunk'], retention: RetentionPolicy.Workqueue, num_replicas: 3, duplicate_window: 120e9 }),
+  );
 }
 
 describe('JetStream handler on a three-node cluster', { timeout: 300_000 }, () => {
-  let nats: NatsSet | null = null;
-  before(async () => {
-    if (hasNats()) nats = await startNats(3);
-  });
-  after(async () => {
-    await nats?.stop();
-  });
+  const nats = natsForSuite(3);
 
   test('kill -9 of the stream leader during a load: every 250 is stored once, nothing refused is stored', async (t) => {
     if (!needNats(t)) return;
-    const handler = new JetStream({ servers: nats!.urls, stream: 'NODEKILL', replicas: 3, deadline: 5000, chunkSize: CHUNK });
+    const handler = new JetStream({ servers: nats().urls, stream: 'NODEKILL', replicas: 3, deadline: 5000, chunkSize: CHUNK });
     const server = await startServer(handler);
     try {
       const all = names('nk');
@@ -162,27 +143,27 @@ describe('JetStream handler on a three-node cluster', { timeout: 300_000 }, () =
       const outcomes = await load(server.port, all, 20, () => {
         done += 1;
         if (done === Math.floor(total / 3)) {
-          killed = leaderOf(nats!.urls, 'NODEKILL').then((leader) => nats!.nodes.find((n) => n.name === leader)!.kill());
+          killed = leaderOf(nats().urls, 'NODEKILL').then((leader) => nats().nodes.find((n) => n.name === leader)!.kill());
         }
       });
       assert.ok(killed !== null, 'the leader was killed');
       await killed;
-      const stored = await copies(nats!.urls.filter((_, i) => nats!.nodes[i]!.running), 'NODEKILL');
+      const stored = await copies(nats().urls.filter((_, i) => nats().nodes[i]!.running), 'NODEKILL');
       check(outcomes, stored);
       assert.equal([...outcomes.values()].filter((o) => o === 'ok').length, total, 'with retries every message gets its 250');
     } finally {
       await server.stop();
       await handler.close();
-      for (const node of nats!.nodes) if (!node.running) await node.start();
-      await jetStreamReady(nats!.urls);
+      for (const node of nats().nodes) if (!node.running) await node.start();
+      await jetStreamReady(nats().urls);
     }
   });
 
   test('kill -9 of tsmtpd during a load: the unanswered are stored at most once, and their resend not again', async (t) => {
     if (!needNats(t)) return;
     const cli = (port: number) =>
-      new CliProcess(['-n', '-l', `127.0.0.1:${port}`, '-c', 'JetStream', nats!.urls.join(','), 'RXKILL', 'subject=rx.in', 'replicas=3', 'deadline=5', `chunk=${CHUNK}`]);
-    await makeStream(nats!.urls, 'RXKILL');
+      new CliProcess(['-n', '-l', `127.0.0.1:${port}`, '-c', 'JetStream', nats().urls.join(','), 'RXKILL', 'subject=rx.in', 'replicas=3', 'deadline=5', `chunk=${CHUNK}`]);
+    await makeStream(nats().urls, 'RXKILL');
     const port = await freePort();
     const first = cli(port);
     let second: CliProcess | null = null;
@@ -197,7 +178,7 @@ describe('JetStream handler on a three-node cluster', { timeout: 300_000 }, () =
       await first.exited;
       const unanswered = [...outcomes].filter(([, o]) => o === 'unanswered').map(([n]) => n);
       assert.ok(unanswered.length > 0, 'the kill left messages unanswered');
-      check(outcomes, await copies(nats!.urls, 'RXKILL', 'rx.in'));
+      check(outcomes, await copies(nats().urls, 'RXKILL', 'rx.in'));
 
       // The clients come back to another receiver and send what was left unanswered again.
       const port2 = await freePort();
@@ -206,7 +187,7 @@ describe('JetStream handler on a three-node cluster', { timeout: 300_000 }, () =
       const again = await load(port2, [unanswered], 20, () => undefined);
       assert.ok([...again.values()].every((o) => o === 'ok'), JSON.stringify([...again]));
       for (const [n, o] of again) outcomes.set(n, o);
-      const stored = await copies(nats!.urls, 'RXKILL', 'rx.in');
+      const stored = await copies(nats().urls, 'RXKILL', 'rx.in');
       check(outcomes, stored);
       assert.equal(stored.size, CONNECTIONS * PER_CONNECTION);
     } finally {

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { Controller } from '../src/controller.js';
 import type { Handler, SMTPServer } from '../src/handler.js';
 import { UsageError } from '../src/handler.js';
@@ -17,7 +17,7 @@ import { parseWorkerArgs } from '../src/jetstream-worker-args.js';
 import { startJetStreamWorker, type DeliveryTarget, type JetStreamWorker } from '../src/jetstream-worker.js';
 import { startServer } from './helpers.js';
 import { greet } from './lmtp-util.js';
-import { freePort, hasNats, needNats, sleep, startNats, storedMail, streamMessages, transaction, type NatsSet } from './nats-util.js';
+import { freePort, needNats, sleep, storedMail, streamMessages, transaction, natsForSuite } from './nats-util.js';
 import { tempDir } from './scale-util.js';
 
 /** Records each delivery per recipient; the first `failures` deliveries to a listed recipient get 451. */
@@ -46,19 +46,13 @@ async function until(what: string, check: () => boolean | Promise<boolean>, ms =
 }
 
 describe('JetStream worker', { timeout: 180_000 }, () => {
-  let nats: NatsSet | null = null;
-  before(async () => {
-    if (hasNats()) nats = await startNats(1);
-  });
-  after(async () => {
-    await nats?.stop();
-  });
+  const nats = natsForSuite(1);
 
   /** Stores `bodies` through a JetStream handler on its own stream, then runs `run` with a worker on it. */
   async function scenario(t: TestContext, stream: string, bodies: Array<{ to: string[]; body: string }>, target: DeliveryTarget, run: (worker: JetStreamWorker) => Promise<void>) {
     if (!needNats(t)) return;
     const subject = `${stream.toLowerCase()}.in`;
-    const handler = new JetStream({ servers: nats!.urls, stream, subject, deadline: 10_000, chunkSize: 64 * 1024 });
+    const handler = new JetStream({ servers: nats().urls, stream, subject, deadline: 10_000, chunkSize: 64 * 1024 });
     const server = await startServer(handler);
     try {
       const { c } = await greet(server.port, 'SMTP');
@@ -68,13 +62,13 @@ describe('JetStream worker', { timeout: 180_000 }, () => {
       await server.stop();
       await handler.close();
     }
-    const worker = await startJetStreamWorker({ servers: nats!.urls, stream, subject, target, backoff: { initial: 50, max: 400 } });
+    const worker = await startJetStreamWorker({ servers: nats().urls, stream, subject, target, backoff: { initial: 50, max: 400 } });
     try {
       await run(worker);
     } finally {
       await worker.stop();
     }
-    assert.deepEqual(await storedMail(nats!.urls, stream, subject), [], 'acknowledged mail leaves the work queue');
+    assert.deepEqual(await storedMail(nats().urls, stream, subject), [], 'acknowledged mail leaves the work queue');
   }
 
   const big = `Subject: big\r\n\r\n${'y'.repeat(78)}\r\n`.repeat(4000); // ~320 kB: five 64 kB chunks
@@ -94,7 +88,7 @@ describe('JetStream worker', { timeout: 180_000 }, () => {
         assert.ok(texts.some((x) => x.includes('X-RcptTo: b@example.net, c@example.net') && x.endsWith(big)));
         await until('counts', () => worker.counts.delivered === 2);
       });
-      assert.equal(await streamMessages(nats!.urls, 'WMAILDIR'), 0, 'no chunk is left behind');
+      assert.equal(await streamMessages(nats().urls, 'WMAILDIR'), 0, 'no chunk is left behind');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -4,30 +4,24 @@
  * the retry, bodies larger than a NATS message, LMTP's reply per recipient; and its CLI arguments.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { UsageError } from '../src/handler.js';
 import { JetStream, type JetStreamOptions } from '../src/handlers/jetstream.js';
 import { parseJetStreamArgs } from '../src/handlers/jetstream-cli.js';
 import { startServer } from './helpers.js';
 import { expectCmd, greet, type Mode } from './lmtp-util.js';
-import { freePort, hasNats, needNats, NatsNode, startNats, storedMail, transaction, type NatsSet } from './nats-util.js';
+import { freePort, needNats, NatsNode, startNats, storedMail, transaction, natsForSuite } from './nats-util.js';
 
 function message(n: number | string, extra = ''): string {
   return `From: a@example.com\r\nTo: b@example.net\r\nSubject: ${n}\r\nMessage-ID: <${n}@example.com>\r\n\r\nBody ${n}\r\n${extra}`;
 }
 
 describe('JetStream handler, one node', { timeout: 120_000 }, () => {
-  let nats: NatsSet | null = null;
-  before(async () => {
-    if (hasNats()) nats = await startNats(1);
-  });
-  after(async () => {
-    await nats?.stop();
-  });
+  const nats = natsForSuite(1);
 
   async function withServer(t: import('node:test').TestContext, options: Partial<JetStreamOptions>, mode: Mode, run: (port: number, handler: JetStream) => Promise<void>) {
     if (!needNats(t)) return;
-    const handler = new JetStream({ servers: nats!.urls, deadline: 3000, ...options });
+    const handler = new JetStream({ servers: nats().urls, deadline: 3000, ...options });
     const server = await startServer(handler, { lmtp: mode === 'LMTP' });
     try {
       await run(server.port, handler);
@@ -44,7 +38,7 @@ describe('JetStream handler, one node', { timeout: 120_000 }, () => {
       const [reply] = await transaction(c, 'a@example.com', ['b@example.net', 'c@example.net'], body);
       assert.match(reply!, /^250 2\.0\.0 Queued as [0-9a-f]{16} \(STORE #\d+\)$/);
       c.close();
-      const mail = await storedMail(nats!.urls, 'STORE', 'store.in');
+      const mail = await storedMail(nats().urls, 'STORE', 'store.in');
       assert.equal(mail.length, 1);
       const { record, body: stored } = mail[0]!;
       assert.equal(record.mailFrom, 'a@example.com');
@@ -67,7 +61,7 @@ describe('JetStream handler, one node', { timeout: 120_000 }, () => {
       for (const r of [...first, ...again, ...other]) assert.match(r, /^250 /);
       assert.equal(first[0], again[0], 'the retry is told the first copy');
       c.close();
-      const mail = await storedMail(nats!.urls, 'IDEM', 'idem.in');
+      const mail = await storedMail(nats().urls, 'IDEM', 'idem.in');
       assert.deepEqual(mail.map((m) => m.record.rcptTos.length), [1, 1]);
     });
   });
@@ -81,7 +75,7 @@ describe('JetStream handler, one node', { timeout: 120_000 }, () => {
       const [reply] = await transaction(c, 'a@example.com', ['b@example.net'], body);
       assert.match(reply!, /^250 /);
       c.close();
-      const [mail] = await storedMail(nats!.urls, 'BIG', 'big.in');
+      const [mail] = await storedMail(nats().urls, 'BIG', 'big.in');
       assert.ok(mail !== undefined);
       assert.ok(mail.record.chunks.length >= 3, `${mail.record.chunks.length} chunks`);
       assert.equal(mail.body.toString(), body);
@@ -95,7 +89,7 @@ describe('JetStream handler, one node', { timeout: 120_000 }, () => {
       assert.equal(replies.length, 3);
       for (const r of replies) assert.match(r, /^250 2\.0\.0 Queued/);
       c.close();
-      const mail = await storedMail(nats!.urls, 'LMTP', 'lmtp.in');
+      const mail = await storedMail(nats().urls, 'LMTP', 'lmtp.in');
       assert.equal(mail.length, 1);
       assert.equal(mail[0]!.record.protocol, 'LMTP');
       assert.deepEqual(mail[0]!.record.rcptTos, ['x@example.net', 'y@example.net', 'z@example.net']);
@@ -106,12 +100,12 @@ describe('JetStream handler, one node', { timeout: 120_000 }, () => {
     await withServer(t, { stream: 'SLOW', subject: 'slow.in', deadline: 800 }, 'SMTP', async (port) => {
       const { c } = await greet(port, 'SMTP');
       assert.match((await transaction(c, 'a@example.com', ['b@example.net'], message('warm')))[0]!, /^250 /);
-      nats!.nodes[0]!.pause();
+      nats().nodes[0]!.pause();
       try {
         assert.match((await transaction(c, 'a@example.com', ['b@example.net'], message('slow')))[0]!, /^451 4\.3\.0 /);
         await expectCmd(c, 'NOOP', 250);
       } finally {
-        nats!.nodes[0]!.resume();
+        nats().nodes[0]!.resume();
       }
       let reply = '';
       for (let i = 0; i < 10 && !reply.startsWith('250'); i++) {
@@ -119,7 +113,7 @@ describe('JetStream handler, one node', { timeout: 120_000 }, () => {
       }
       assert.match(reply, /^250 /);
       c.close();
-      const mail = await storedMail(nats!.urls, 'SLOW', 'slow.in');
+      const mail = await storedMail(nats().urls, 'SLOW', 'slow.in');
       assert.deepEqual(mail.map((m) => m.body.toString().includes('Subject: slow\r')), [false, true]);
     });
   });

@@ -5,12 +5,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { freePort } from './cli-util.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TestContext } from 'node:test';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { after, before, type TestContext } from 'node:test';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { readBody } from '../src/handlers/jetstream-connection.js';
 import { decodeRecord, type MailRecord } from '../src/handlers/jetstream-record.js';
@@ -28,6 +27,9 @@ export function needNats(t: TestContext): boolean {
 export function hasNats(): boolean {
   return existsSync(NATS_SERVER);
 }
+
+/** A node that could not start (most often: its port was taken meanwhile). */
+export class PortTaken extends Error {}
 
 export class NatsNode {
   private child: ChildProcess | null = null;
@@ -55,10 +57,12 @@ export class NatsNode {
     child.once('exit', () => {
       if (this.child === child) this.child = null;
     });
+    // Its own "ready" line, not a connect to the port: another process may have taken the port
+    // between freePort() and now, and would answer in its place.
     const until = Date.now() + 15_000;
-    while (!(await listening(this.port))) {
-      if (this.child === null) throw new Error(`nats-server ${this.name} exited:\n${log}`);
-      if (Date.now() > until) throw new Error(`nats-server ${this.name} did not listen:\n${log}`);
+    while (!log.includes('Server is ready')) {
+      if (this.child !== child) throw new PortTaken(`nats-server ${this.name} exited:\n${log}`);
+      if (Date.now() > until) throw new Error(`nats-server ${this.name} did not start:\n${log}`);
       await sleep(50);
     }
   }
@@ -101,6 +105,16 @@ export class NatsSet {
 
 /** One JetStream node, or a cluster of `size` nodes with JetStream on each, all on loopback. */
 export async function startNats(size = 1): Promise<NatsSet> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startNatsOnce(size);
+    } catch (error) {
+      if (!(error instanceof PortTaken) || attempt === 3) throw error;
+    }
+  }
+}
+
+async function startNatsOnce(size: number): Promise<NatsSet> {
   const dir = await mkdtemp(join(tmpdir(), 'tsmtpd-nats-'));
   const ports = await Promise.all(Array.from({ length: size }, () => freePort()));
   const routes = size > 1 ? await Promise.all(Array.from({ length: size }, () => freePort())) : [];
@@ -137,14 +151,20 @@ export async function startNats(size = 1): Promise<NatsSet> {
 
 /** Waits until JetStream answers (a cluster has elected its meta leader). */
 export async function jetStreamReady(servers: string[], ms = 20_000): Promise<void> {
+  await withJetStream(servers, ms, (jsm) => jsm.getAccountInfo());
+}
+
+/**
+ * Runs `attempt` with a JetStream manager until it succeeds, for up to `ms` (a cluster that is
+ * electing a leader, or a node that just came back, refuses for a few seconds).
+ */
+export async function withJetStream<T>(servers: string[], ms: number, attempt: (jsm: JetStreamManager) => Promise<T>): Promise<T> {
   const until = Date.now() + ms;
   const nc = await connect({ servers, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   try {
     for (;;) {
       try {
-        const jsm = await jetstreamManager(nc, { timeout: 2000 });
-        await jsm.getAccountInfo();
-        return;
+        return await attempt(await jetstreamManager(nc, { timeout: 2000 }));
       } catch (error) {
         if (Date.now() > until) throw error;
         await sleep(200);
@@ -155,16 +175,6 @@ export async function jetStreamReady(servers: string[], ms = 20_000): Promise<vo
   }
 }
 
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -178,22 +188,22 @@ export interface StoredMail {
 
 /** Every complete mail record in the stream (envelope messages whose body is all there), by sequence. */
 export async function storedMail(servers: string[], stream = 'MAIL', subject = 'mail.in'): Promise<StoredMail[]> {
-  const nc = await connect({ servers, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
-  try {
-    const jsm = await jetstreamManager(nc, { timeout: 5000 });
+  // Read again from the start if the cluster is still electing (after a node was killed).
+  return withJetStream(servers, 30_000, async (jsm) => {
     const info = await jsm.streams.info(stream);
     const out: StoredMail[] = [];
     for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
-      const msg = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
+      const msg = await jsm.streams.getMessage(stream, { seq }).catch((error: unknown) => {
+        if (/no message found/i.test(String(error))) return null;
+        throw error;
+      });
       if (msg === null || msg.subject !== subject) continue;
       const { record, inline } = decodeRecord(msg.data);
       const body = await readBody(jsm, stream, record, inline).catch(() => null);
       if (body !== null) out.push({ seq, record, body });
     }
     return out;
-  } finally {
-    await nc.close();
-  }
+  });
 }
 
 /** One transaction on an open connection; returns the replies to the body (one per recipient in LMTP). */
@@ -210,10 +220,17 @@ export async function transaction(c: RawClient, from: string, to: string[], body
 
 /** Messages in the stream, chunks included. */
 export async function streamMessages(servers: string[], stream: string): Promise<number> {
-  const nc = await connect({ servers });
-  try {
-    return (await (await jetstreamManager(nc)).streams.info(stream)).state.messages;
-  } finally {
-    await nc.close();
-  }
+  return withJetStream(servers, 30_000, async (jsm) => (await jsm.streams.info(stream)).state.messages);
+}
+
+/** Inside a describe: `size` nodes started before its tests (when nats-server is there), stopped after. */
+export function natsForSuite(size: number): () => NatsSet {
+  let nats: NatsSet | null = null;
+  before(async () => {
+    if (hasNats()) nats = await startNats(size);
+  });
+  after(async () => {
+    await nats?.stop();
+  });
+  return () => nats!;
 }
