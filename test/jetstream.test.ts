@@ -155,11 +155,13 @@ describe('JetStream handler, NATS down', { timeout: 120_000 }, () => {
   });
 
   test('a server that refuses the connection costs no more than the deadline', async () => {
-    const handler = new JetStream({ servers: [`nats://127.0.0.1:${await freePort()}`], deadline: 300 });
+    const errors: unknown[] = [];
+    const handler = new JetStream({ servers: [`nats://127.0.0.1:${await freePort()}`], deadline: 300, onError: (e) => errors.push(e) });
     const server = await startServer(handler);
     try {
       const { c } = await greet(server.port, 'SMTP');
       assert.match((await transaction(c, 'a@example.com', ['b@example.net'], message('refused')))[0]!, /^451 4\.3\.0 /);
+      assert.equal(errors.length, 1, 'the operator is told why');
       await expectCmd(c, 'QUIT', 221);
     } finally {
       await server.stop();

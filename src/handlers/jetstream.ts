@@ -29,6 +29,11 @@ export interface JetStreamOptions extends NatsOptions {
   chunkSize?: number;
   /** Chunk publishes in flight at once for one message. Default 4. */
   parallel?: number;
+  /**
+   * Told why a message got 451 (NATS down, a stream whose subjects clash, refused credentials).
+   * Default: one line on stderr, the same error at most once every 10 s.
+   */
+  onError?: (error: unknown) => void;
 }
 
 export const DEFAULT_DEADLINE = 10_000;
@@ -54,6 +59,7 @@ export class JetStream implements Handler {
   readonly deadline: number;
   private link: Promise<Link> | null = null;
   private closed = false;
+  private lastError = { text: '', at: 0 };
 
   constructor(options: JetStreamOptions) {
     const servers = Array.isArray(options.servers) ? options.servers : [options.servers];
@@ -81,7 +87,8 @@ export class JetStream implements Handler {
     try {
       const { id, seq } = await this.store(server, session, envelope);
       reply = `250 2.0.0 Queued as ${id.slice(0, 16)} (${this.stream} #${seq})`;
-    } catch {
+    } catch (error) {
+      this.report(error);
       reply = UNAVAILABLE;
     }
     return server.lmtp ? envelope.rcptTos.map(() => reply) : reply;
@@ -135,6 +142,15 @@ export class JetStream implements Handler {
     } catch {
       // never connected, or already closed
     }
+  }
+
+  private report(error: unknown): void {
+    if (this.options.onError !== undefined) return this.options.onError(error);
+    const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    const now = Date.now();
+    if (text === this.lastError.text && now - this.lastError.at < 10_000) return;
+    this.lastError = { text, at: now };
+    process.stderr.write(`tsmtpd JetStream: 451 for a message: ${text.replace(/[\r\n]+/g, ' ')}\n`);
   }
 
   private async publishChunks(link: Link, id: string, pieces: Buffer[], until: number): Promise<number[]> {
