@@ -5,6 +5,7 @@
  * recipients left; chunks are removed once delivered. And the worker's command-line arguments.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
@@ -15,6 +16,7 @@ import { JetStream } from '../src/handlers/jetstream.js';
 import type { Envelope, Session } from '../src/session.js';
 import { parseWorkerArgs } from '../src/jetstream-worker-args.js';
 import { startJetStreamWorker, type DeliveryTarget, type JetStreamWorker } from '../src/jetstream-worker.js';
+import { ROOT } from './cli-util.js';
 import { startServer } from './helpers.js';
 import { greet } from './lmtp-util.js';
 import { freePort, needNats, sleep, storedMail, streamMessages, transaction, natsForSuite } from './nats-util.js';
@@ -126,6 +128,34 @@ describe('JetStream worker', { timeout: 180_000 }, () => {
       });
     } finally {
       await (smtp as Controller | null)?.stop();
+    }
+  });
+});
+
+describe('tsmtpd-jetstream-worker, the command', { timeout: 60_000 }, () => {
+  const nats = natsForSuite(1);
+  test('delivers into a Maildir and exits 0 on SIGTERM', async (t) => {
+    if (!needNats(t)) return;
+    const dir = await tempDir('jsworker-cli');
+    const handler = new JetStream({ servers: nats().urls, stream: 'WCLI', subject: 'wcli.in' });
+    const server = await startServer(handler);
+    const child = spawn(process.execPath, [join(ROOT, 'dist', 'jetstream-worker-cli.js'), nats().urls[0]!, 'WCLI', 'subject=wcli.in', `maildir=${dir}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      const { c } = await greet(server.port, 'SMTP');
+      assert.match((await transaction(c, 'a@example.com', ['cli@example.net'], 'Subject: cli\r\n\r\nby the bin\r\n'))[0]!, /^250 /);
+      c.close();
+      await until('the file in new/', async () => (await readdir(join(dir, 'new')).catch(() => [])).length === 1);
+      assert.match(stderr, /delivered [0-9a-f]+ to cli@example\.net/);
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0);
+    } finally {
+      child.kill('SIGKILL');
+      await server.stop();
+      await handler.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
