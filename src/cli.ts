@@ -38,7 +38,7 @@ options:
                         The setuid call will fail if this program is not run as root (in which
                         case, use this flag).
   -c CLASSPATH, --class CLASSPATH
-                        Use the given class, as a built-in name (Debugging, Sink, Mailbox, Proxy) or
+                        Use the given class, as a built-in name (Debugging, Sink, Mailbox, Proxy, JetStream) or
                         MODULE:EXPORT (e.g. ./my-handler.js:MyHandler), as the handler class.
                         Default: Debugging. (-c Sink buffered: a Sink that gathers each body.)
   -s SIZE, --size SIZE  The maximum message size in bytes, advertised with SIZE and enforced

@@ -16,6 +16,16 @@ export { Debugging, Sink, BufferedSink, Mailbox, builtinHandlers } from './handl
 export { SizeLimitExceeded } from './body-stream.js';
 export { Message, AsyncMessage, type ParsedMail, type SimpleParserOptions } from './handlers/message.js';
 export { Proxy, type ProxyOptions } from './handlers/proxy.js';
+export { JetStream, type JetStreamOptions } from './handlers/jetstream.js';
+export type { NatsOptions } from './handlers/jetstream-connection.js';
+export { decodeRecord, type MailRecord, type SessionFacts } from './handlers/jetstream-record.js';
+export {
+  startJetStreamWorker,
+  type JetStreamWorker,
+  type JetStreamWorkerOptions,
+  type DeliveryTarget,
+  type DeliveryOutcome,
+} from './jetstream-worker.js';
 export { prepareMessage } from './handlers/headers.js';
 export { VERSION } from './version.js';
 export {
