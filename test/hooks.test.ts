@@ -91,10 +91,10 @@ for (const mode of MODES) {
     // What the client sees is the edited list: HELP gone, X-FOO last.
     const kept = ehloGiven.slice(1).filter((l) => l !== 'HELP');
     assert.deepEqual(ehlo.lines, ['250-mx.test', ...kept.map((l) => `250-${l}`), '250 X-FOO']);
-    assert.deepEqual((await expect(c, 'MAIL FROM:<a@b.org>', 250)).lines, ['250 2.0.0 sender ok']);
-    assert.deepEqual((await expect(c, 'RCPT TO:<ok@a.org>', 250)).lines, ['250 2.0.0 rcpt ok']);
+    assert.deepEqual((await expect(c, 'MAIL FROM:<a@b.org>', 250)).lines, ['250 2.1.0 sender ok']);
+    assert.deepEqual((await expect(c, 'RCPT TO:<ok@a.org>', 250)).lines, ['250 2.1.5 rcpt ok']);
     assert.deepEqual((await expect(c, 'RCPT TO:<x@blocked.org>', 550)).lines, ['550 5.0.0 not here']);
-    assert.deepEqual((await expect(c, 'RCPT TO:<ok2@b.org>', 250)).lines, ['250 2.0.0 rcpt ok']);
+    assert.deepEqual((await expect(c, 'RCPT TO:<ok2@b.org>', 250)).lines, ['250 2.1.5 rcpt ok']);
     await expect(c, 'DATA', 354);
     c.send('Subject: hi\r\n\r\nbody\r\n.\r\n');
     assert.deepEqual((await c.reply()).lines, ['250 2.0.0 Accepted']);
@@ -429,12 +429,12 @@ test('a handler reply without an enhanced code gets the class default; one with 
   const c = await greeted(server.port);
   await expect(c, 'MAIL FROM:<s@x.org>', 250);
   const expected: Record<string, string> = {
-    'a@x.org': '250 2.0.0 Accepted',
+    'a@x.org': '250 2.1.5 Accepted',
     'b@x.org': '550 5.0.0 no',
     'c@x.org': '451 4.0.0 later',
     'd@x.org': '250 2.1.5 Fine',
     'e@x.org': '553 5.1.3 Bad address',
-    'f@x.org': '250 2.0.0',
+    'f@x.org': '250 2.1.5',
   };
   for (const [address, line] of Object.entries(expected)) {
     const r = await c.cmd(`RCPT TO:<${address}>`);
@@ -800,10 +800,10 @@ test('slow async handleRCPT with pipelined commands: replies in order, exactly o
   const got: string[] = [];
   for (let i = 0; i < 5; i++) got.push((await c.reply()).text);
   assert.deepEqual(got, [
-    '250 2.0.0 sender a@x.org',
-    '250 2.0.0 rcpt 1@x.org',
-    '250 2.0.0 rcpt 2@x.org',
-    '250 2.0.0 rcpt 3@x.org',
+    '250 2.1.0 sender a@x.org',
+    '250 2.1.5 rcpt 1@x.org',
+    '250 2.1.5 rcpt 2@x.org',
+    '250 2.1.5 rcpt 3@x.org',
     Reply.START_DATA,
   ]);
   c.send('body\r\n.\r\n');
