@@ -7,29 +7,32 @@
  *
  * Input that arrives while a command waits for a hook waits too (the socket is paused). Replies
  * are collected and written in one go when the input runs dry or a hook must be awaited.
+ *
+ * Longer than ~400 lines on purpose: the connection's state is #private, which only methods in
+ * the class body can reach, so splitting it would mean making that state visible again. What
+ * is not state went out: line dispatch (commands/dispatch.ts), TLS sockets (tls-upgrade.ts),
+ * peers (peer.ts), framing and line limits (framing.ts, line-limit.ts).
  */
 import { hostname as osHostname } from 'node:os';
 import { isIPv6, type Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
-import { isAscii, isUtf8 } from 'node:buffer';
-import { BARE_LF, ChunkReader, CommandFramer, DataReader, LINE_TOO_LONG, type Body, type FramedLine } from './framing.js';
+import { ChunkReader, CommandFramer, DataReader, type Body, type FramedLine } from './framing.js';
 import { LineLengthWatch } from './line-limit.js';
 import { DEFAULTS, INTERNAL, type Logger, type SMTPOptions } from './options.js';
 import { secureContextOf, tlsInfo } from './tls-info.js';
 import { upgradeAfterPreface, upgradeSocket } from './tls-upgrade.js';
 import type { Handler, MaybePromise, SMTPServer } from './handler.js';
-import { HookCaller } from './hooks.js';
-import { parseCommand } from './parse.js';
-import { Reply, tooManyCalls, unrecognized } from './replies.js';
-import { Envelope, Session, formatPeer, type Peer } from './session.js';
+import { exceptionReply, replyOf } from './hooks.js';
+import { Reply, unrecognized } from './replies.js';
+import { Envelope, Session, formatPeer } from './session.js';
+import { peerOf, proxiedPeer } from './peer.js';
 import { parseProxyHeader, type ProxyData } from './proxy-protocol.js';
 import { IDLE_TICKS, ON_IDLE, idleSweep, type Idler } from './idle-sweep.js';
 import { allowListOf } from './xclient.js';
 import type { BodyState, EngineContext, HookArgs, ReadBody, ReplyHook } from './context.js';
-import { lineLimit, logLine, type CommandTable } from './commands/dispatch.js';
+import { runLine, type CommandTable } from './commands/dispatch.js';
 import { VERSION } from './version.js';
 
-const FORBIDDEN_COMMANDS = ['CONNECT', 'GET', 'POST'];
 const IDENT = `tsmtpd ${VERSION}`;
 /** The machine's name, asked once (each call is a system call and a new string per connection). */
 let machineName: string | null = null;
@@ -51,15 +54,6 @@ const silentLogger: Logger = {
   },
 };
 
-/** The client a PROXY header speaks for; null for LOCAL (health checks) and UNKNOWN. */
-export function proxiedPeer(data: ProxyData): Peer | null {
-  if (data.command !== 'PROXY' || data.srcAddress === null) return null;
-  if (data.family === 'TCP4' || data.family === 'UDP4') return { address: data.srcAddress, port: data.srcPort ?? 0, family: 'IPv4' };
-  if (data.family === 'TCP6' || data.family === 'UDP6') return { address: data.srcAddress, port: data.srcPort ?? 0, family: 'IPv6' };
-  if (data.family === 'UNIX') return { address: data.srcAddress, port: 0, family: 'unix' };
-  return null;
-}
-
 const OWNER = Symbol('tsmtpd connection');
 type OwnedSocket = Socket & { [OWNER]: Connection };
 // Listeners are shared functions that find their connection on the socket: no closures per connection.
@@ -77,12 +71,6 @@ function onSocketError(this: Socket, error: Error): void {
 }
 
 const UNSERVED_SESSION = new Session({ address: '', port: 0, family: 'unix' });
-
-function peerOf(socket: Socket): Peer {
-  const address = socket.remoteAddress;
-  if (address === undefined) return { address: '', port: 0, family: 'unix' };
-  return { address, port: socket.remotePort ?? 0, family: socket.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4' };
-}
 
 /** What input is for now. A continuation line is Command mode with a line waiter set. */
 const enum Mode {
@@ -107,12 +95,13 @@ export class Connection implements EngineContext, Idler {
   readonly enableSMTPUTF8: boolean;
   readonly decodeData: boolean;
   readonly timeout: number;
-  readonly body: BodyState = { bdat: null, stream: null };
 
   #session: Session = UNSERVED_SESSION;
+  /** The BDAT chunks of this transaction so far (RFC 3030). */
+  #bdat: Body | null = null;
+  #stream: BodyState['stream'] = null;
   #envelope: Envelope | null = null;
   readonly #logger: Logger;
-  readonly #hooks: HookCaller;
   readonly #debugLogging: boolean;
   #socket: Socket | null = null;
   readonly #framer: CommandFramer;
@@ -170,7 +159,6 @@ export class Connection implements EngineContext, Idler {
     this.#logger = options.logger ?? silentLogger;
     // Formatting a debug line per command costs, even for a logger that drops it.
     this.#debugLogging = this.#logger.debugEnabled !== false;
-    this.#hooks = new HookCaller(handler, this.#logger, () => formatPeer(this.#session.peer), () => this.flush());
     const base = options.commandSizeLimit ?? DEFAULTS.commandSizeLimit;
     this.#framer = new CommandFramer(Math.max(base, LONGEST_LINE));
   }
@@ -182,6 +170,22 @@ export class Connection implements EngineContext, Idler {
   /** The transaction in progress; made when first asked for, so an idle connection has none. */
   get envelope(): Envelope {
     return (this.#envelope ??= new Envelope());
+  }
+
+  get bdat(): Body | null {
+    return this.#bdat;
+  }
+
+  set bdat(body: Body | null) {
+    this.#bdat = body;
+  }
+
+  get stream(): BodyState['stream'] {
+    return this.#stream;
+  }
+
+  set stream(stream: BodyState['stream']) {
+    this.#stream = stream;
   }
 
   get inTransaction(): boolean {
@@ -438,7 +442,7 @@ export class Connection implements EngineContext, Idler {
   }
 
   #betweenTransactions(): boolean {
-    return !this.inTransaction && this.#mode === Mode.Command && this.body.bdat === null;
+    return !this.inTransaction && this.#mode === Mode.Command && this.#bdat === null;
   }
 
   /** Drops the connection at once, without a reply. */
@@ -500,7 +504,7 @@ export class Connection implements EngineContext, Idler {
         rest = reader.push(chunk.subarray(past));
       }
     }
-    if (reader.overflowed) this.body.stream?.body.overflow(this.dataSizeLimit);
+    if (reader.overflowed) this.#stream?.body.overflow(this.dataSizeLimit);
     if (rest === null) return;
     this.#reader = null;
     this.#lineWatch = null;
@@ -530,7 +534,7 @@ export class Connection implements EngineContext, Idler {
   #feedChunk(chunk: Buffer): void {
     const reader = this.#chunk!;
     const rest = reader.push(chunk);
-    if (reader.body.overflowed) this.body.stream?.body.overflow(this.dataSizeLimit);
+    if (reader.body.overflowed) this.#stream?.body.overflow(this.dataSizeLimit);
     if (rest === null) return;
     this.#chunk = null;
     this.#mode = Mode.Command;
@@ -604,7 +608,7 @@ export class Connection implements EngineContext, Idler {
         const line = this.#framer.next();
         if (line === null) break;
         // Commands whose hooks answer at once finish here: no promise, no microtask.
-        const pending = this.#command(line);
+        const pending = runLine(this, line);
         if (pending !== undefined) await pending;
       }
     } catch (error) {
@@ -647,7 +651,7 @@ export class Connection implements EngineContext, Idler {
 
   /** Reads on unless something holds input back: a pending hook, unread replies, a slow body stream. */
   #maybeResume(): void {
-    if (this.#busy || this.#waitingForDrain || this.#closing || this.body.stream?.body.holding) return;
+    if (this.#busy || this.#waitingForDrain || this.#closing || this.#stream?.body.holding) return;
     this.#socket?.resume();
   }
 
@@ -683,65 +687,38 @@ export class Connection implements EngineContext, Idler {
   // ---- hooks -----------------------------------------------------------------------------
 
   replyOf(call: () => MaybePromise<string>, enhanced = true, enhancedDefault?: string): string | Promise<string> {
-    return this.#hooks.reply(call, enhanced, enhancedDefault);
+    return replyOf(this, call, enhanced, enhancedDefault);
   }
 
   hook<K extends ReplyHook>(name: K, args: HookArgs<K>, fallback: string, enhancedDefault?: string): string | Promise<string> {
     const fn = this.handler[name] as ((...a: unknown[]) => MaybePromise<string>) | undefined;
     if (fn === undefined) return fallback;
-    return this.#hooks.reply(() => fn.call(this.handler, this.server, this.#session, this.envelope, ...args), true, enhancedDefault);
+    return replyOf(this, () => fn.call(this.handler, this.server, this.#session, this.envelope, ...args), true, enhancedDefault);
   }
 
   exceptionReply(error: unknown): Promise<string> {
-    return this.#hooks.exception(error);
+    return exceptionReply(this, error);
   }
 
   // ---- commands --------------------------------------------------------------------------
 
-  #command(framed: FramedLine): void | Promise<void> {
-    if (framed === LINE_TOO_LONG) return this.reply(Reply.LINE_TOO_LONG);
-    if (framed === BARE_LF) return this.reply(Reply.BARE_LF);
-    let line: string;
-    if (isAscii(framed)) {
-      line = framed.toString('latin1');
-    } else if (!this.enableSMTPUTF8) {
-      return this.reply(Reply.NON_ASCII);
-    } else if (!isUtf8(framed)) {
-      return this.reply(Reply.BAD_UTF8);
-    } else {
-      line = framed.toString('utf8');
-    }
-    // NUL, bare CR and other controls have no place in a command (RFC 5321 §4.1.2).
-    const parsed = /[\x00-\x08\x0a-\x1f\x7f]/.test(line) ? null : parseCommand(line);
-    if (this.#debugLogging) this.#logger.debug(`${formatPeer(this.#session.peer)} >> ${logLine(this.table, line, parsed)}`);
-    if (parsed === null) return this.reply(Reply.BAD_SYNTAX);
-    const { verb, arg } = parsed;
-    if ((this.options.forbiddenCommands ?? FORBIDDEN_COMMANDS).includes(verb)) return this.shutdown(Reply.FORBIDDEN_COMMAND);
-    const command = this.table.get(verb);
-    if (framed.length + 2 > lineLimit(this, verb)) {
-      // A BDAT line we cannot trust leaves the chunk's length unknown: nothing after it can be.
-      if (command?.framesInput === true) return this.shutdown(Reply.LINE_TOO_LONG);
-      return this.reply(Reply.LINE_TOO_LONG);
-    }
+  /** Spends one call of `verb` under commandCallLimit; false when none is left. */
+  spendCall(verb: string): boolean {
     const limit = this.options.commandCallLimit;
-    if (limit !== undefined && limit !== false) {
-      const budgets = (this.#callBudget ??= new Map());
-      const budget = budgets.get(verb) ?? callLimitOf(limit, verb);
-      if (budget < 1) return this.shutdown(tooManyCalls(verb));
-      budgets.set(verb, budget - 1);
-    }
-    if (command === undefined || (command.available !== undefined && !command.available(this))) return this.unknown(verb);
-    let refusal: string | null = null;
-    if (this.options.requireStartTLS && this.#session.tls === null && command.allowedBeforeStartTLS !== true) {
-      refusal = Reply.NEED_STARTTLS;
-    } else if (this.options.authRequired && !this.#session.authenticated && command.allowedBeforeAuth !== true) {
-      refusal = Reply.NEED_AUTH;
-    }
-    if (refusal !== null) {
-      // A refused BDAT still consumes its chunk, so the chunk never runs as commands.
-      return command.refuse !== undefined ? command.refuse(this, arg, refusal) : this.reply(refusal);
-    }
-    return command.run(this, arg);
+    if (limit === undefined || limit === false) return true;
+    const budgets = (this.#callBudget ??= new Map());
+    const budget = budgets.get(verb) ?? callLimitOf(limit, verb);
+    if (budget < 1) return false;
+    budgets.set(verb, budget - 1);
+    return true;
+  }
+
+  logCommand(shown: string): void {
+    if (this.#debugLogging) this.#logger.debug(`${formatPeer(this.#session.peer)} >> ${shown}`);
+  }
+
+  get logsCommands(): boolean {
+    return this.#debugLogging;
   }
 
   unknown(verb: string): void {
@@ -756,7 +733,7 @@ export class Connection implements EngineContext, Idler {
     if (env !== null && (env.mailFrom !== null || env.rcptTos.length > 0 || env.content !== null || env.mailParams.length > 0)) {
       this.#envelope = null;
     }
-    this.body.bdat = null;
+    this.#bdat = null;
     this.stopDataTimer();
     this.abortStream('transaction aborted');
   }
@@ -780,9 +757,9 @@ export class Connection implements EngineContext, Idler {
   }
 
   abortStream(why: string): void {
-    const stream = this.body.stream;
+    const stream = this.#stream;
     if (stream === null) return;
-    this.body.stream = null;
+    this.#stream = null;
     if (!stream.body.readable.destroyed) stream.body.readable.destroy(new Error(why));
     stream.body.handlerSettled();
   }

@@ -98,11 +98,18 @@ export interface EngineContext extends Context {
   readonly enableSMTPUTF8: boolean;
   readonly decodeData: boolean;
   readonly inTransaction: boolean;
-  readonly body: BodyState;
+  /** The transaction's body state (BodyState). */
+  bdat: BodyState['bdat'];
+  stream: BodyState['stream'];
   readonly table: ReadonlyMap<string, import('./commands/dispatch.js').BuiltinCommand>;
   /** The next framed line for SASL, where a malformed line must be told from an empty one. */
   nextFramedLine(): Promise<import('./framing.js').FramedLine | null>;
   logError(message: string, error: unknown): void;
+  /** Whether command lines are logged (debug), and the logging of one. */
+  readonly logsCommands: boolean;
+  logCommand(shown: string): void;
+  /** Spends one call of `verb` under commandCallLimit; false when none is left. */
+  spendCall(verb: string): boolean;
   /** Whether this client may use XCLIENT (judged by the TCP or PROXY-named peer). */
   readonly xclientAllowed: boolean;
   /** Queues a reply without counting it (a greeting, 354, 334). */

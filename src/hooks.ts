@@ -4,7 +4,6 @@
  * at once is answered at once (no promise, no microtask per command); only a promise is awaited.
  */
 import type { Handler, MaybePromise } from './handler.js';
-import type { Logger } from './options.js';
 import { Reply, normalizeReply } from './replies.js';
 
 /** A reply a hook may throw (go-smtp's SMTPError): the client gets exactly this reply. */
@@ -35,54 +34,58 @@ export function finalReply(text: unknown, enhanced: boolean, enhancedDefault?: s
   return typeof text === 'string' && !text.startsWith('3') ? normalizeReply(text, enhanced, enhancedDefault) : null;
 }
 
-export class HookCaller {
-  constructor(
-    private readonly handler: Handler,
-    private readonly logger: Logger,
-    /** Who the failures are logged for (the peer, formatted when needed). */
-    private readonly who: () => string,
-    /** Called before a hook is awaited: what is queued goes out first. */
-    private readonly beforeWait: () => void,
-  ) {}
+/** What the hook caller needs of a connection (an interface, so no object per connection). */
+export interface HookHost {
+  readonly handler: Handler;
+  /** Logs a failure for this connection's peer. */
+  logError(message: string, error: unknown): void;
+  /** Called before a hook is awaited: what is queued goes out first. */
+  flush(): void;
+}
 
-  /** Runs `call` and turns its result into a wire reply (see the file comment). */
-  reply(call: () => MaybePromise<string>, enhanced = true, enhancedDefault?: string): string | Promise<string> {
-    let result: MaybePromise<string>;
+/** Runs `call` and turns its result into a wire reply (see the file comment). */
+export function replyOf(
+  host: HookHost,
+  call: () => MaybePromise<string>,
+  enhanced = true,
+  enhancedDefault?: string,
+): string | Promise<string> {
+  let result: MaybePromise<string>;
+  try {
+    result = call();
+  } catch (error) {
+    return exceptionReply(host, error);
+  }
+  if (!isThenable(result)) return validReply(host, result, enhanced, enhancedDefault);
+  host.flush();
+  return result.then(
+    (value) => validReply(host, value, enhanced, enhancedDefault),
+    (error: unknown) => exceptionReply(host, error),
+  );
+}
+
+function validReply(host: HookHost, result: unknown, enhanced: boolean, enhancedDefault: string | undefined): string | Promise<string> {
+  const reply = finalReply(result, enhanced, enhancedDefault);
+  if (reply !== null) return reply;
+  return exceptionReply(host, new TypeError(`handler returned an invalid reply: ${JSON.stringify(result)}`));
+}
+
+/** The reply for a hook that threw: an SMTPError's own, else handleException's, else 451. */
+export async function exceptionReply(host: HookHost, error: unknown): Promise<string> {
+  if (error instanceof SMTPError) {
+    const own = error.code >= 400 && error.code <= 599 ? finalReply(error.reply, true) : null;
+    if (own !== null) return own;
+  }
+  host.logError('handler error', error);
+  const handler = host.handler;
+  const hook = handler.handleException;
+  if (hook !== undefined) {
     try {
-      result = call();
-    } catch (error) {
-      return this.exception(error);
+      const reply = finalReply(await hook.call(handler, error), true);
+      if (reply !== null) return reply;
+    } catch (inner) {
+      host.logError('handleException failed', inner);
     }
-    if (!isThenable(result)) return this.valid(result, enhanced, enhancedDefault);
-    this.beforeWait();
-    return result.then(
-      (value) => this.valid(value, enhanced, enhancedDefault),
-      (error: unknown) => this.exception(error),
-    );
   }
-
-  private valid(result: unknown, enhanced: boolean, enhancedDefault: string | undefined): string | Promise<string> {
-    const reply = finalReply(result, enhanced, enhancedDefault);
-    if (reply !== null) return reply;
-    return this.exception(new TypeError(`handler returned an invalid reply: ${JSON.stringify(result)}`));
-  }
-
-  /** The reply for a hook that threw: an SMTPError's own, else handleException's, else 451. */
-  async exception(error: unknown): Promise<string> {
-    if (error instanceof SMTPError) {
-      const own = error.code >= 400 && error.code <= 599 ? finalReply(error.reply, true) : null;
-      if (own !== null) return own;
-    }
-    this.logger.error(`${this.who()} handler error`, error);
-    const hook = this.handler.handleException;
-    if (hook !== undefined) {
-      try {
-        const reply = finalReply(await hook.call(this.handler, error), true);
-        if (reply !== null) return reply;
-      } catch (inner) {
-        this.logger.error('handleException failed', inner);
-      }
-    }
-    return Reply.HANDLER_ERROR;
-  }
+  return Reply.HANDLER_ERROR;
 }

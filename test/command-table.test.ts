@@ -13,6 +13,7 @@ import type { Handler } from '../src/handler.js';
 import { SMTPError } from '../src/hooks.js';
 import { Recorder, greeted, startServer } from './helpers.js';
 import { expect, expectCode, sendMessage } from './commands-util.js';
+import { CliProcess, freePort, runCli } from './cli-util.js';
 
 const xping: Command = {
   syntax: 'XPING [text]',
@@ -181,4 +182,20 @@ test('a body both too big and with a too-long line: the limit crossed first deci
   const r2 = await sendMessage(c, 'a@b.org', ['c@d.org'], 'y\r\n'.repeat(1000) + 'x'.repeat(1500) + '\r\n');
   assert.equal(r2.code, 552, r2.text);
   c.close();
+});
+
+test('the CLI takes --data-line-limit (0: none) and refuses a bad value', async () => {
+  const port = await freePort();
+  const p = new CliProcess(['-n', '-c', 'Sink', '-l', `127.0.0.1:${port}`, '--data-line-limit', '0']);
+  try {
+    await p.listening();
+    const c = await greeted(port);
+    expectCode(await sendMessage(c, 'a@b.org', ['c@d.org'], 'l'.repeat(3000) + '\r\n'), 250);
+    c.close();
+  } finally {
+    await p.stop();
+  }
+  const bad = await runCli(['-n', '--data-line-limit', 'many']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--data-line-limit: invalid int value: 'many'/);
 });

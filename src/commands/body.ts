@@ -27,7 +27,7 @@ function startStream(ctx: EngineContext, env: Envelope): ((segment: Buffer) => v
   const replies = dataReplies(ctx, env, () => h.handleDATAStream!(ctx.server, ctx.session, env, body.readable));
   if (Array.isArray(replies)) body.handlerSettled();
   else void replies.finally(() => body.handlerSettled());
-  ctx.body.stream = { body, replies };
+  ctx.stream = { body, replies };
   return (segment) => body.push(segment);
 }
 
@@ -37,7 +37,7 @@ function data(ctx: EngineContext, arg: string): void {
   if (env.mailFrom === null) return ctx.reply(Reply.NEED_MAIL);
   if (env.rcptTos.length === 0) return ctx.reply(Reply.NEED_RCPT);
   if (arg !== '') return ctx.reply(Reply.DATA_SYNTAX);
-  if (ctx.body.bdat !== null) return ctx.reply(Reply.DATA_AFTER_BDAT);
+  if (ctx.bdat !== null) return ctx.reply(Reply.DATA_AFTER_BDAT);
   if (env.mailOptions.body === 'BINARYMIME') return ctx.reply(Reply.BINARYMIME_NEEDS_BDAT);
   ctx.push(Reply.START_DATA);
   ctx.startDataTimer();
@@ -52,7 +52,7 @@ function endOfData(ctx: EngineContext, body: ReadBody): void | Promise<void> {
     return sendDeliveryReplies(ctx, env.rcptTos.map(() => Reply.DATA_TOO_BIG));
   }
   // server.envelope stays the hook's envelope until the reply; commands wait meanwhile.
-  ctx.body.bdat = null;
+  ctx.bdat = null;
   const pending = deliver(ctx, env, body.content);
   if (pending === undefined) return ctx.resetTransaction();
   return pending.then(() => ctx.resetTransaction());
@@ -82,7 +82,7 @@ function bdat(ctx: EngineContext, arg: string, refused: string | null): void {
     const why = refusal;
     return ctx.readChunk(size, new Body(0, () => {}), () => ctx.reply(why, false));
   }
-  const body = (ctx.body.bdat ??= new Body(ctx.dataSizeLimit, startStream(ctx, env)));
+  const body = (ctx.bdat ??= new Body(ctx.dataSizeLimit, startStream(ctx, env)));
   ctx.startDataTimer();
   ctx.readChunk(size, body, () => endOfChunk(ctx, body, size, last));
 }
@@ -97,7 +97,7 @@ function endOfChunk(ctx: EngineContext, body: Body, size: number, last: boolean)
     return ctx.reply(Reply.DATA_TOO_BIG);
   }
   if (!last) return ctx.reply(`250 2.0.0 ${size} octets received`);
-  ctx.body.bdat = null;
+  ctx.bdat = null;
   const pending = deliver(ctx, env, body.content());
   if (pending === undefined) return ctx.resetTransaction();
   return pending.then(() => ctx.resetTransaction());
@@ -106,10 +106,10 @@ function endOfChunk(ctx: EngineContext, body: Body, size: number, last: boolean)
 /** Hands a complete message to the handler and sends its reply (LMTP: one per recipient). */
 function deliver(ctx: EngineContext, env: Envelope, content: Buffer): void | Promise<void> {
   let replies: string[] | Promise<string[]>;
-  const stream = ctx.body.stream;
+  const stream = ctx.stream;
   if (stream !== null) {
     // Streamed: the handler has had the body all along; it answers once it has read the end.
-    ctx.body.stream = null;
+    ctx.stream = null;
     stream.body.end();
     replies = stream.replies;
   } else {

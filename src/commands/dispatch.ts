@@ -3,8 +3,14 @@
  * logged, HELP's list and EHLO's keywords, and the merge of a `commands` option over a
  * built-in table.
  */
+import { isAscii, isUtf8 } from 'node:buffer';
 import type { Command, CommandOverrides, EngineContext } from '../context.js';
+import { BARE_LF, LINE_TOO_LONG, type FramedLine } from '../framing.js';
 import { DEFAULTS } from '../options.js';
+import { parseCommand } from '../parse.js';
+import { Reply, tooManyCalls } from '../replies.js';
+
+const FORBIDDEN_COMMANDS = ['CONNECT', 'GET', 'POST'];
 
 /** What a built-in command may say beyond the public Command. */
 export interface BuiltinCommand extends Command<EngineContext> {
@@ -19,6 +25,49 @@ export interface BuiltinCommand extends Command<EngineContext> {
 }
 
 export type CommandTable = ReadonlyMap<string, BuiltinCommand>;
+
+/**
+ * One command line, from framed bytes to its command's run: decoding (ASCII, or UTF-8 with
+ * SMTPUTF8), the log line, forbidden verbs, the line limit, commandCallLimit, the STARTTLS and
+ * AUTH gates. Returns the command's promise when it waits.
+ */
+export function runLine(ctx: EngineContext, framed: FramedLine): void | Promise<void> {
+  if (framed === LINE_TOO_LONG) return ctx.reply(Reply.LINE_TOO_LONG);
+  if (framed === BARE_LF) return ctx.reply(Reply.BARE_LF);
+  let line: string;
+  if (isAscii(framed)) {
+    line = framed.toString('latin1');
+  } else if (!ctx.enableSMTPUTF8) {
+    return ctx.reply(Reply.NON_ASCII);
+  } else if (!isUtf8(framed)) {
+    return ctx.reply(Reply.BAD_UTF8);
+  } else {
+    line = framed.toString('utf8');
+  }
+  // NUL, bare CR and other controls have no place in a command (RFC 5321 §4.1.2).
+  const parsed = /[\x00-\x08\x0a-\x1f\x7f]/.test(line) ? null : parseCommand(line);
+  if (ctx.logsCommands) ctx.logCommand(logLine(ctx.table, line, parsed));
+  if (parsed === null) return ctx.reply(Reply.BAD_SYNTAX);
+  const { verb, arg } = parsed;
+  if ((ctx.options.forbiddenCommands ?? FORBIDDEN_COMMANDS).includes(verb)) return ctx.shutdown(Reply.FORBIDDEN_COMMAND);
+  const command = ctx.table.get(verb);
+  if (framed.length + 2 > lineLimit(ctx, verb)) {
+    // A BDAT line we cannot trust leaves the chunk's length unknown: nothing after it can be.
+    if (command?.framesInput === true) return ctx.shutdown(Reply.LINE_TOO_LONG);
+    return ctx.reply(Reply.LINE_TOO_LONG);
+  }
+  if (!ctx.spendCall(verb)) return ctx.shutdown(tooManyCalls(verb));
+  if (command === undefined || !available(ctx, command)) return ctx.unknown(verb);
+  let refusal: string | null = null;
+  if (ctx.options.requireStartTLS && ctx.session.tls === null && command.allowedBeforeStartTLS !== true) {
+    refusal = Reply.NEED_STARTTLS;
+  } else if (ctx.options.authRequired && !ctx.session.authenticated && command.allowedBeforeAuth !== true) {
+    refusal = Reply.NEED_AUTH;
+  }
+  if (refusal === null) return command.run(ctx, arg);
+  // A refused BDAT still consumes its chunk, so the chunk never runs as commands.
+  return command.refuse !== undefined ? command.refuse(ctx, arg, refusal) : ctx.reply(refusal);
+}
 
 export function lineLimit(ctx: EngineContext, verb: string): number {
   const base = ctx.options.commandSizeLimit ?? DEFAULTS.commandSizeLimit;
