@@ -13,22 +13,28 @@ export class LineLengthWatch {
 
   /**
    * Looks at the next bytes of the body as sent (dot-stuffed, CRLFs included); returns the
-   * offset in `bytes` of the first byte past the limit, or -1.
+   * offset in `bytes` of the first byte past the limit, or -1. Each step looks back from the
+   * furthest byte the line may reach for its last LF, so a body costs about one search per
+   * `limit` bytes, however short its lines.
    */
   see(bytes: Buffer): number {
     if (this.exceeded) return -1;
-    let from = 0;
-    for (;;) {
-      const lf = bytes.indexOf(LF, from);
-      const end = lf < 0 ? bytes.length : lf + 1;
-      if (this.current + (end - from) > this.limit) {
+    const n = bytes.length;
+    let p = 0;
+    while (p < n) {
+      const end = Math.min(n, p + (this.limit - this.current));
+      const lf = end > p ? bytes.lastIndexOf(LF, end - 1) : -1;
+      if (lf >= p) {
+        this.current = 0;
+        p = lf + 1;
+      } else if (end === n) {
+        this.current += n - p;
+        return -1;
+      } else {
         this.exceeded = true;
-        return from + (this.limit - this.current);
+        return end;
       }
-      this.current += end - from;
-      if (lf < 0) return -1;
-      this.current = 0;
-      from = lf + 1;
     }
+    return -1;
   }
 }

@@ -57,12 +57,15 @@ export function runLine(ctx: EngineContext, framed: FramedLine): void | Promise<
     return ctx.reply(Reply.LINE_TOO_LONG);
   }
   if (!ctx.spendCall(verb)) return ctx.shutdown(tooManyCalls(verb));
-  if (command === undefined || !available(ctx, command)) return ctx.unknown(verb);
+  // The gates come first: before STARTTLS/AUTH an unknown verb is refused like any other.
   let refusal: string | null = null;
-  if (ctx.options.requireStartTLS && ctx.session.tls === null && command.allowedBeforeStartTLS !== true) {
+  if (ctx.options.requireStartTLS && ctx.session.tls === null && command?.allowedBeforeStartTLS !== true) {
     refusal = Reply.NEED_STARTTLS;
-  } else if (ctx.options.authRequired && !ctx.session.authenticated && command.allowedBeforeAuth !== true) {
+  } else if (ctx.options.authRequired && !ctx.session.authenticated && command?.allowedBeforeAuth !== true) {
     refusal = Reply.NEED_AUTH;
+  }
+  if (command === undefined || (refusal === null && !available(ctx, command))) {
+    return refusal === null ? ctx.unknown(verb) : ctx.reply(refusal);
   }
   if (refusal === null) return command.run(ctx, arg);
   // A refused BDAT still consumes its chunk, so the chunk never runs as commands.
