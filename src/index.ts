@@ -41,3 +41,37 @@ export {
 export { htpasswdAuthenticator, loadHtpasswd, parseHtpasswd, verifyPassword } from './htpasswd.js';
 export { parseProxyHeader, type ProxyData, type ProxyTLV, type ProxyParse } from './proxy-protocol.js';
 export type { XClientData } from './xclient.js';
+export {
+  DsnError,
+  decodeXtext,
+  encodeXtext,
+  parseRet,
+  parseEnvid,
+  parseNotify,
+  parseOrcpt,
+  parseMailDsn,
+  parseRcptDsn,
+  formatMailDsn,
+  formatRcptDsn,
+  type DsnRet,
+  type DsnNotify,
+  type DsnNotifyCondition,
+  type DsnOrcpt,
+  type DsnMailOptions,
+  type DsnRcptOptions,
+} from './dsn.js';
+export {
+  withAuthResults,
+  authResultsOf,
+  authResultsReady,
+  authservIdOf,
+  removeForgedAuthResults,
+  type AuthResultsOptions,
+  type AuthResults,
+  type AuthResultValue,
+  type SpfVerdict,
+  type DkimVerdict,
+  type DmarcVerdict,
+  type ArcVerdict,
+  type DNSResolver,
+} from './authres/index.js';
