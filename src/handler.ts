@@ -2,7 +2,8 @@
  * The Handler contract: every hook is optional and may return a value or a promise of one.
  * A missing hook means aiosmtpd's default, documented on each hook. A hook returns the reply
  * line to send ("250 OK", or several lines separated by CRLF); the engine adds an enhanced
- * status code when the reply lacks one.
+ * status code when the reply lacks one. A hook that throws SMTPError (hooks.ts) gets exactly that
+ * reply; any other throw goes to handleException.
  */
 import type { Readable } from 'node:stream';
 import type { ProxyData } from './proxy-protocol.js';
