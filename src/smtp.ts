@@ -5,7 +5,7 @@
  * command table (commands/table.ts); the `commands` option changes that table.
  */
 import type { Socket } from 'node:net';
-import { Connection, type Closed } from './connection.js';
+import { Connection } from './connection.js';
 import { challengeAuth } from './commands/auth.js';
 import { commandTable } from './commands/table.js';
 import type { Handler, SMTPServer } from './handler.js';
@@ -74,7 +74,7 @@ export class SMTP implements SMTPServer {
   }
 
   /** serve() for controllers: `closed` is called once the connection is gone. */
-  [ATTACH](socket: Socket, closed: Closed): void {
+  [ATTACH](socket: Socket, closed: (server: SMTPServer, tcpAddress: string) => void): void {
     this.#connection.attach(socket, closed);
   }
 

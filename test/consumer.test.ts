@@ -95,4 +95,8 @@ test('the .d.ts files have no protected members and no connection insides', () =
   }
   const index = readFileSync(join(dist, 'index.d.ts'), 'utf8');
   assert.doesNotMatch(index, /connection\.js|INTERNAL/);
+  // The public classes do not reach the Connection's declarations.
+  for (const f of ['smtp.d.ts', 'lmtp.d.ts', 'controller.d.ts', 'handler.d.ts', 'context.d.ts']) {
+    assert.doesNotMatch(readFileSync(join(dist, f), 'utf8'), /from '\.\/connection\.js'/, f);
+  }
 });
