@@ -43,6 +43,8 @@ options:
                         Default: Debugging. (-c Sink buffered: a Sink that gathers each body.)
   -s SIZE, --size SIZE  The maximum message size in bytes, advertised with SIZE and enforced
                         (552). 0 means no limit. Default: 33554432.
+  --data-line-limit N   Longest DATA text line in octets with its CRLF; a longer one gets
+                        500 5.5.2 after the body (BDAT is exempt). 0 means none. Default: 1001.
   -u, --smtputf8        Enable the SMTPUTF8 extension (RFC 6531).
   -d, --debug           Log connections on stderr; -dd also logs every command line (AUTH masked).
   --lmtp                Speak LMTP (RFC 2033) instead of SMTP.
@@ -80,6 +82,7 @@ interface Args {
   setuid: boolean;
   classpath: string;
   size: number;
+  dataLineLimit: number;
   smtputf8: boolean;
   debug: number;
   host: string;
@@ -164,6 +167,14 @@ const OPTIONS: OptionSpec[] = [
         throw new CliError(`expected a whole number of bytes (0: no limit), got '${v}'`);
       }
       a.size = Number(v);
+    },
+  },
+  {
+    long: 'data-line-limit',
+    value: 'required',
+    apply: (a, v) => {
+      if (!/^[0-9]+$/.test(v!)) throw new CliError(`argument --data-line-limit: invalid int value: '${v}'`);
+      a.dataLineLimit = Number(v);
     },
   },
   { short: 'u', long: 'smtputf8', value: 'none', apply: (a) => void (a.smtputf8 = true) },
@@ -264,6 +275,7 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     setuid: true,
     classpath: 'Debugging',
     size: 33_554_432,
+    dataLineLimit: 1001,
     smtputf8: false,
     debug: 0,
     host: 'localhost',
@@ -565,6 +577,7 @@ async function main(argv: string[]): Promise<number> {
   const logger = stderrLogger(args.debug);
   const common = {
     dataSizeLimit: args.size,
+    dataLineLimit: args.dataLineLimit,
     enableSMTPUTF8: args.smtputf8,
     lmtp: args.lmtp,
     logger,

@@ -10,10 +10,11 @@ import { chmod, lstat, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Handler } from './handler.js';
 import { LMTP } from './lmtp.js';
-import type { SMTPOptions } from './options.js';
+import { INTERNAL, type SMTPOptions } from './options.js';
 import { Reply } from './replies.js';
-import type { Engine } from './engine.js';
+import type { SMTPServer } from './handler.js';
 import { ATTACH, SMTP } from './smtp.js';
+import { commandTable } from './commands/table.js';
 import { allowListOf } from './xclient.js';
 
 export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
@@ -84,10 +85,31 @@ export async function getLocalhost(): Promise<string> {
   });
 }
 
+/** How a controller binds its listener and how start() reaches it. */
+interface Binding {
+  listen(server: net.Server): Promise<void>;
+  connectOptions(): net.NetConnectOpts;
+  /** Called as stop() closes the listener: stop taking connections anywhere else too. */
+  closing?(): Promise<void>;
+  cleanup?(): Promise<void>;
+}
+
+let bind: (controller: BaseController, binding: Binding) => void;
+
 abstract class BaseController implements AsyncDisposable {
   readonly handler: Handler;
-  server: net.Server | null = null;
-  private readonly connections = new Set<Engine>();
+  #server: net.Server | null = null;
+  #binding: Binding | null = null;
+  static {
+    bind = (controller, binding) => {
+      controller.#binding = binding;
+    };
+  }
+  /** The listener while started, else null. */
+  get server(): net.Server | null {
+    return this.#server;
+  }
+  private readonly connections = new Set<SMTP>();
   private readonly baseOptions: BaseControllerOptions;
   /** STARTTLS context, made once (not per connection) and replaced by reloadTLS(). */
   private tlsContext: tls.SecureContext | undefined;
@@ -97,6 +119,7 @@ abstract class BaseController implements AsyncDisposable {
   constructor(handler: Handler, options: BaseControllerOptions) {
     this.handler = handler;
     this.baseOptions = options;
+    commandTable(options.lmtp === true, options.commands); // a bad table fails here, not per connection
     this.tlsContext = toContext(options.tlsContext);
     if (options.tls !== undefined && (options.proxyProtocolTimeout ?? 0) > 0) {
       this.tlsAfterProxy = tls.createSecureContext(options.tls);
@@ -133,7 +156,7 @@ abstract class BaseController implements AsyncDisposable {
     });
   }
 
-  /** Makes the engine for one connection; subclasses (LMTP, custom commands) override it. */
+  /** Makes the server object for one connection (SMTP or LMTP, with the controller's options). */
   factory(): SMTP {
     const Engine = this.baseOptions.lmtp === true ? LMTP : SMTP;
     return new Engine(this.handler, this.engineOptions());
@@ -141,7 +164,7 @@ abstract class BaseController implements AsyncDisposable {
 
   /** One options object that every connection's engine shares (rebuilt when certificates change). */
   private sharedOptions: SMTPOptions | null = null;
-  protected engineOptions(): SMTPOptions {
+  private engineOptions(): SMTPOptions {
     if (this.sharedOptions !== null) return this.sharedOptions;
     const {
       serverHostname,
@@ -160,8 +183,7 @@ abstract class BaseController implements AsyncDisposable {
       ...smtp,
       hostname: serverHostname,
       tlsContext: this.tlsContext,
-      tlsAfterProxy: this.tlsAfterProxy,
-      connectionGate: this.clientGate(),
+      [INTERNAL]: { tlsAfterProxy: this.tlsAfterProxy, connectionGate: this.clientGate() },
     });
   }
 
@@ -179,13 +201,10 @@ abstract class BaseController implements AsyncDisposable {
     }
   }
 
-  protected abstract listen(server: net.Server): Promise<void>;
-  protected abstract connectOptions(): net.NetConnectOpts;
-  protected async cleanup(): Promise<void> {}
 
   /** Binds and resolves once the server answers a connection with its 220 greeting. */
   async start(): Promise<void> {
-    if (this.server !== null) throw new Error('controller already started');
+    if (this.#server !== null) throw new Error('controller already started');
     const o = this.baseOptions;
     const gate = this.clientGate();
     // Behind a load balancer the TCP peer is the balancer: count the client the PROXY header
@@ -207,8 +226,8 @@ abstract class BaseController implements AsyncDisposable {
       void smtp.serve(socket);
       socket.once('close', () => released(smtp, address));
     };
-    const released = (smtp: Engine, address: string) => {
-      this.connections.delete(smtp);
+    const released = (smtp: SMTPServer, address: string) => {
+      this.connections.delete(smtp as SMTP);
       if (!byHeader) gate.leave(address);
     };
     const tlsOptions = this.baseOptions.tls;
@@ -225,9 +244,9 @@ abstract class BaseController implements AsyncDisposable {
         socket.destroy();
       });
     }
-    this.server = server;
+    this.#server = server;
     try {
-      await this.listen(server);
+      await this.#binding!.listen(server);
       await this.checkGreeting(this.baseOptions.readyTimeout ?? defaultReadyTimeout());
     } catch (error) {
       await this.stop();
@@ -240,15 +259,15 @@ abstract class BaseController implements AsyncDisposable {
     return new Promise((resolve, reject) => {
       let socket: net.Socket;
       if (this.baseOptions.tls === undefined) {
-        socket = net.connect(this.connectOptions());
+        socket = net.connect(this.#binding!.connectOptions());
       } else if (this.tlsAfterProxy !== undefined) {
         // The header in clear, then TLS: as HAProxy does.
-        const raw = net.connect(this.connectOptions());
+        const raw = net.connect(this.#binding!.connectOptions());
         raw.write(PROXY_V2_LOCAL);
         raw.on('error', () => {});
         socket = tls.connect({ socket: raw, rejectUnauthorized: false });
       } else {
-        socket = tls.connect({ ...this.connectOptions(), rejectUnauthorized: false } as tls.ConnectionOptions);
+        socket = tls.connect({ ...this.#binding!.connectOptions(), rejectUnauthorized: false } as tls.ConnectionOptions);
       }
       let got = '';
       const fail = (error: Error) => {
@@ -280,10 +299,11 @@ abstract class BaseController implements AsyncDisposable {
    * (default: `stopTimeout`, 1000), then gets 421 too. Nothing answered 250 is cut short.
    */
   async stop(options: { deadline?: number } = {}): Promise<void> {
-    const server = this.server;
+    const server = this.#server;
     if (server === null) return;
-    this.server = null;
+    this.#server = null;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const closing = this.#binding!.closing?.();
     for (const smtp of this.connections) smtp.drain();
     const deadline = options.deadline ?? this.baseOptions.stopTimeout ?? 1000;
     const force = setTimeout(() => {
@@ -301,7 +321,8 @@ abstract class BaseController implements AsyncDisposable {
     clearTimeout(force);
     clearTimeout(cut);
     clearTimeout(hard);
-    await this.cleanup();
+    await closing;
+    await this.#binding!.cleanup?.();
   }
 
   /** The graceful shutdown by name: `close({ deadline })` is `stop({ deadline })`. */
@@ -315,60 +336,73 @@ abstract class BaseController implements AsyncDisposable {
 }
 
 export class Controller extends BaseController {
-  hostname: string | undefined;
-  port: number;
+  #hostname: string | undefined;
+  #port: number;
   /**
    * With no hostname: the 127.0.0.1 listener beside the ::1 one, so a client that resolves
    * `localhost` to either address finds the server (as the CLI's `localhost` does).
    */
-  private ipv4Twin: net.Server | null = null;
+  #ipv4Twin: net.Server | null = null;
 
   constructor(handler: Handler, options: ControllerOptions = {}) {
     const { hostname, port, ...rest } = options;
     super(handler, rest);
-    this.hostname = hostname;
-    this.port = port ?? 8025;
+    this.#hostname = hostname;
+    this.#port = port ?? 8025;
+    bind(this, {
+      listen: (server) => this.#listen(server),
+      connectOptions: () => this.#connectOptions(),
+      closing: () => this.#closeTwin(),
+    });
   }
 
-  protected async listen(server: net.Server): Promise<void> {
-    const both = this.hostname === undefined && (await getLocalhost()) === '::1';
-    this.hostname ??= both ? '::1' : '127.0.0.1';
-    const requested = this.port;
+  /** The bound address (after start(), the local default when none was given). */
+  get hostname(): string | undefined {
+    return this.#hostname;
+  }
+
+  /** The bound port (after start(), the one the system picked for port 0). */
+  get port(): number {
+    return this.#port;
+  }
+
+  async #listen(server: net.Server): Promise<void> {
+    const both = this.#hostname === undefined && (await getLocalhost()) === '::1';
+    this.#hostname ??= both ? '::1' : '127.0.0.1';
+    const requested = this.#port;
     // Port 0 picks a free port on ::1 that another program may hold on 127.0.0.1: pick again.
     for (let attempt = 1; ; attempt++) {
-      await bind(server, this.port, this.hostname);
+      await listenOn(server, this.#port, this.#hostname);
       const address = server.address();
-      if (address !== null && typeof address === 'object') this.port = address.port;
+      if (address !== null && typeof address === 'object') this.#port = address.port;
       if (!both) return;
       // The twin hands its sockets to the main server, which serves them (TLS included).
       const twin = net.createServer((socket) => server.emit('connection', socket));
       try {
-        await bind(twin, this.port, '127.0.0.1');
-        this.ipv4Twin = twin;
+        await listenOn(twin, this.#port, '127.0.0.1');
+        this.#ipv4Twin = twin;
         return;
       } catch (error) {
         if (requested !== 0 || attempt === 5 || (error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
         await new Promise<void>((resolve) => server.close(() => resolve()));
-        this.port = 0;
+        this.#port = 0;
       }
     }
   }
 
-  override async stop(options: { deadline?: number } = {}): Promise<void> {
-    const twin = this.ipv4Twin;
-    this.ipv4Twin = null;
-    const closed = twin === null ? undefined : new Promise<void>((resolve) => twin.close(() => resolve()));
-    await super.stop(options);
-    await closed;
+  async #closeTwin(): Promise<void> {
+    const twin = this.#ipv4Twin;
+    this.#ipv4Twin = null;
+    if (twin !== null) await new Promise<void>((resolve) => twin.close(() => resolve()));
   }
 
-  protected connectOptions(): net.NetConnectOpts {
-    const host = this.hostname === '0.0.0.0' ? '127.0.0.1' : this.hostname === '::' ? '::1' : this.hostname;
-    return { host, port: this.port };
+  #connectOptions(): net.NetConnectOpts {
+    const host = this.#hostname === '0.0.0.0' ? '127.0.0.1' : this.#hostname === '::' ? '::1' : this.#hostname;
+    return { host, port: this.#port };
   }
 }
 
-function bind(server: net.Server, port: number, host: string): Promise<void> {
+function listenOn(server: net.Server, port: number, host: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -380,19 +414,24 @@ function bind(server: net.Server, port: number, host: string): Promise<void> {
 
 export class UnixSocketController extends BaseController {
   readonly unixSocket: string;
-  private readonly mode: number | undefined;
+  readonly #mode: number | undefined;
 
   constructor(handler: Handler, options: UnixSocketControllerOptions) {
     const { unixSocket, mode, ...rest } = options;
     super(handler, rest);
     this.unixSocket = unixSocket;
-    this.mode = mode;
+    this.#mode = mode;
+    bind(this, {
+      listen: (server) => this.#listen(server),
+      connectOptions: () => ({ path: this.unixSocket }),
+      cleanup: () => this.#cleanup(),
+    });
   }
 
   /** Identity of the socket file we created, so stop() never removes another server's. */
-  private inode: { dev: number; ino: number; ctimeMs: number } | null = null;
+  #inode: { dev: number; ino: number; ctimeMs: number } | null = null;
 
-  protected async listen(server: net.Server): Promise<void> {
+  async #listen(server: net.Server): Promise<void> {
     if (cluster.isWorker) {
       // Under --workers the cluster primary binds the path once and shares it; every worker
       // names the same path (the CLI's primary cleared a stale file before forking).
@@ -403,7 +442,7 @@ export class UnixSocketController extends BaseController {
           resolve();
         });
       });
-      if (this.mode !== undefined) await chmod(this.unixSocket, this.mode).catch(() => undefined);
+      if (this.#mode !== undefined) await chmod(this.unixSocket, this.#mode).catch(() => undefined);
       return;
     }
     await checkSocketPath(this.unixSocket);
@@ -419,19 +458,15 @@ export class UnixSocketController extends BaseController {
         resolve();
       });
     });
-    if (this.mode !== undefined) await chmod(temp, this.mode);
+    if (this.#mode !== undefined) await chmod(temp, this.#mode);
     await rename(temp, this.unixSocket);
     const { dev, ino, ctimeMs } = await lstat(this.unixSocket);
-    this.inode = { dev, ino, ctimeMs };
+    this.#inode = { dev, ino, ctimeMs };
   }
 
-  protected connectOptions(): net.NetConnectOpts {
-    return { path: this.unixSocket };
-  }
-
-  protected override async cleanup(): Promise<void> {
-    const mine = this.inode;
-    this.inode = null;
+  async #cleanup(): Promise<void> {
+    const mine = this.#inode;
+    this.#inode = null;
     if (mine === null) return;
     try {
       const now = await lstat(this.unixSocket);

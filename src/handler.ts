@@ -2,11 +2,12 @@
  * The Handler contract: every hook is optional and may return a value or a promise of one.
  * A missing hook means aiosmtpd's default, documented on each hook. A hook returns the reply
  * line to send ("250 OK", or several lines separated by CRLF); the engine adds an enhanced
- * status code when the reply lacks one.
+ * status code when the reply lacks one. A hook that throws SMTPError (hooks.ts) gets exactly that
+ * reply; any other throw goes to handleException.
  */
 import type { Readable } from 'node:stream';
 import type { ProxyData } from './proxy-protocol.js';
-import type { Envelope, MailOptions, RcptOptions, Session } from './session.js';
+import type { Envelope, MailOptions, RcptOptions, Session, SessionData } from './session.js';
 
 /** What a hook may know of the per-connection engine (the `SMTP` instance). */
 export interface SMTPServer {
@@ -31,16 +32,17 @@ export interface SMTPServer {
 
 export type MaybePromise<T> = T | Promise<T>;
 
-export interface Handler {
+/** The hooks; `TData` types `session.data` (the handler's per-connection state). */
+export interface Handler<TData = SessionData> {
   /** Default: sets session.hostName and answers `250 <server hostname>`. */
-  handleHELO?(server: SMTPServer, session: Session, envelope: Envelope, hostname: string): MaybePromise<string>;
+  handleHELO?(server: SMTPServer, session: Session<TData>, envelope: Envelope, hostname: string): MaybePromise<string>;
   /**
    * Receives the EHLO reply lines without codes (the first is the server's hostname, then one
    * per extension) and returns the lines to send, edited. Default: unchanged.
    */
   handleEHLO?(
     server: SMTPServer,
-    session: Session,
+    session: Session<TData>,
     envelope: Envelope,
     hostname: string,
     responses: string[],
@@ -48,7 +50,7 @@ export interface Handler {
   /** Default: envelope.mailFrom = address, answer 250. A 2xx reply records the sender too. */
   handleMAIL?(
     server: SMTPServer,
-    session: Session,
+    session: Session<TData>,
     envelope: Envelope,
     address: string,
     mailOptions: MailOptions,
@@ -56,7 +58,7 @@ export interface Handler {
   /** Default: append the address to envelope.rcptTos and answer 250. A 2xx reply appends it too. */
   handleRCPT?(
     server: SMTPServer,
-    session: Session,
+    session: Session<TData>,
     envelope: Envelope,
     address: string,
     rcptOptions: RcptOptions,
@@ -66,7 +68,7 @@ export interface Handler {
    * one reply per recipient (in rcptTos order): LMTP sends each (RFC 2033 §4.2); SMTP, which has
    * one reply per message, sends the first failure, else the first reply.
    */
-  handleDATA?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string | string[]>;
+  handleDATA?(server: SMTPServer, session: Session<TData>, envelope: Envelope): MaybePromise<string | string[]>;
   /**
    * Streaming alternative to handleDATA: called when the body starts (after DATA's 354, or at
    * the first BDAT chunk) with a Readable of the message bytes (dot-unstuffed), fed with
@@ -76,7 +78,7 @@ export interface Handler {
    */
   handleDATAStream?(
     server: SMTPServer,
-    session: Session,
+    session: Session<TData>,
     envelope: Envelope,
     stream: Readable,
   ): MaybePromise<string | string[]>;
@@ -84,24 +86,24 @@ export interface Handler {
    * Per-recipient delivery, used when there is no handleDATA: called once per recipient, and a
    * throw fails only that recipient (LMTP). In SMTP one failure fails the whole message.
    */
-  handleDeliver?(server: SMTPServer, session: Session, envelope: Envelope, recipient: string): MaybePromise<string>;
-  handleRSET?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string>;
-  handleNOOP?(server: SMTPServer, session: Session, envelope: Envelope, arg: string): MaybePromise<string>;
+  handleDeliver?(server: SMTPServer, session: Session<TData>, envelope: Envelope, recipient: string): MaybePromise<string>;
+  handleRSET?(server: SMTPServer, session: Session<TData>, envelope: Envelope): MaybePromise<string>;
+  handleNOOP?(server: SMTPServer, session: Session<TData>, envelope: Envelope, arg: string): MaybePromise<string>;
   /** Default: `221 Bye`. The connection closes after the reply whatever it is. */
-  handleQUIT?(server: SMTPServer, session: Session, envelope: Envelope): MaybePromise<string>;
+  handleQUIT?(server: SMTPServer, session: Session<TData>, envelope: Envelope): MaybePromise<string>;
   /** Default: 252 (RFC 5321 §3.5.3: cannot verify, will accept). */
-  handleVRFY?(server: SMTPServer, session: Session, envelope: Envelope, address: string): MaybePromise<string>;
+  handleVRFY?(server: SMTPServer, session: Session<TData>, envelope: Envelope, address: string): MaybePromise<string>;
   /**
    * Takes over AUTH entirely (aiosmtpd's handle_AUTH): `args` is [mechanism, initial-response?].
    * It may call server.challengeAuth and must set session.authenticated itself.
    */
-  handleAUTH?(server: SMTPServer, session: Session, envelope: Envelope, args: string[]): MaybePromise<string>;
+  handleAUTH?(server: SMTPServer, session: Session<TData>, envelope: Envelope, args: string[]): MaybePromise<string>;
   /**
    * With proxyProtocolTimeout: called once the PROXY header is read, before the greeting;
    * session.peer is already the client the proxy speaks for. Return true to go on; false (or a
    * throw) drops the connection ungreeted. Default: accept.
    */
-  handlePROXY?(server: SMTPServer, session: Session, envelope: Envelope, proxyData: ProxyData): MaybePromise<boolean>;
+  handlePROXY?(server: SMTPServer, session: Session<TData>, envelope: Envelope, proxyData: ProxyData): MaybePromise<boolean>;
   /** Chooses the reply when another hook throws or rejects. Default: 451 without details. */
   handleException?(error: unknown): MaybePromise<string>;
 

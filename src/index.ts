@@ -1,5 +1,7 @@
 export { SMTP } from './smtp.js';
 export type { SMTPOptions, Logger } from './options.js';
+export { SMTPError } from './hooks.js';
+export type { Command, Context, CommandOverrides, ReadBody, ReplyHook, HookArgs } from './context.js';
 export { LMTP } from './lmtp.js';
 export {
   Controller,
@@ -9,7 +11,17 @@ export {
   type UnixSocketControllerOptions,
   type BaseControllerOptions,
 } from './controller.js';
-export { Session, Envelope, formatPeer, type Peer, type TLSInfo, type MailOptions, type RcptOptions } from './session.js';
+export {
+  Session,
+  Envelope,
+  formatPeer,
+  type Peer,
+  type TLSInfo,
+  type MailOptions,
+  type RcptOptions,
+  type SessionData,
+  type PeerCertificate,
+} from './session.js';
 export { UsageError, type Handler, type HandlerClass, type SMTPServer, type MaybePromise } from './handler.js';
 export { Reply } from './replies.js';
 export { Debugging, Sink, BufferedSink, Mailbox, builtinHandlers } from './handlers/index.js';

@@ -1,6 +1,21 @@
 /** The options of the SMTP engine, with their defaults (aiosmtpd's, camel-cased, in ms). */
 import type { SecureContext, SecureContextOptions } from 'node:tls';
 import type { Authenticator } from './auth.js';
+import type { CommandOverrides } from './context.js';
+
+/** Where the controllers pass what only they may set (not exported from the package). */
+export const INTERNAL = Symbol('tsmtpd internal options');
+
+/** Options only the controllers set. */
+export interface InternalOptions {
+  /**
+   * Behind a PROXY header the controller cannot count connections per client at accept time:
+   * the connection asks this gate once the header named the client.
+   */
+  connectionGate?: { admit(address: string): boolean; leave(address: string): void };
+  /** Implicit TLS that starts after the PROXY header (HAProxy sends it in clear, then TLS). */
+  tlsAfterProxy?: SecureContext;
+}
 
 export interface Logger {
   /** false: the engine skips building debug/info lines (they cost per command). Default true. */
@@ -83,15 +98,18 @@ export interface SMTPOptions {
    */
   proxyProtocolTimeout?: number;
   /**
-   * Behind a PROXY header the controller cannot count connections per client at accept time:
-   * the engine asks this gate once the header named the client. Set by the controllers.
+   * Longest DATA text line in octets, CRLF included (RFC 5321 §4.5.3.1.6); a body with a longer
+   * line is read to its end and answered `500 5.5.2 Line too long`, as aiosmtpd does. BDAT
+   * bodies are binary and exempt. 0: no limit. Default 1001.
    */
-  connectionGate?: { admit(address: string): boolean; leave(address: string): void };
+  dataLineLimit?: number;
   /**
-   * Implicit TLS that starts after the PROXY header (HAProxy sends the header in clear, then
-   * the client's TLS handshake). Set by the controllers for `tls` with proxyProtocolTimeout.
+   * Commands to add or replace (verb → command), or to remove (verb → null), e.g.
+   * `{ XPING: pingCommand, VRFY: null }`. See docs/commands.md.
    */
-  tlsAfterProxy?: SecureContext;
+  commands?: CommandOverrides;
+  /** Set by the controllers only. */
+  [INTERNAL]?: InternalOptions;
   logger?: Logger;
 }
 
@@ -106,4 +124,5 @@ export const DEFAULTS = {
   callLimit: 20,
   tlsHandshakeTimeout: 30_000,
   maxAuthFailures: 3,
+  dataLineLimit: 1001,
 };

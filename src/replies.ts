@@ -65,6 +65,8 @@ export const Reply = {
   RSET_SYNTAX: '501 5.5.4 Syntax: RSET',
   QUIT_SYNTAX: '501 5.5.4 Syntax: QUIT',
   VRFY_SYNTAX: '501 5.5.4 Syntax: VRFY <address>',
+  VRFY_BAD_ADDRESS: '501 5.1.3 Error: not a valid user name or mailbox',
+  DATA_LINE_TOO_LONG: '500 5.5.2 Line too long',
   BAD_ADDRESS: '501 5.1.3 Error: malformed address',
   BAD_SENDER: '501 5.1.7 Error: malformed sender address',
   BAD_PARAMS: '501 5.5.4 Error: malformed parameters',
@@ -93,16 +95,10 @@ export function tooManyCalls(verb: string): string {
   return `421 4.7.0 ${verb} sent too many times`;
 }
 
+/** RFC 5321 §4.1.1.8 via §4.2.4: a HELP topic the server does not know is a parameter it does not implement. */
 export function unknownHelpTopic(commands: readonly string[]): string {
-  return `501 5.5.4 Supported commands: ${commands.join(' ')}`;
+  return `504 5.5.4 HELP topic unknown; supported commands: ${commands.join(' ')}`;
 }
-
-/**
- * The enhanced code a hook's success reply without one gets, per command (RFC 3463 §3.2, 3.3,
- * RFC 4954 §6): MAIL 2.1.0 (originator), RCPT 2.1.5 (destination valid), AUTH 2.7.0.
- */
-export const SUCCESS_DEFAULT = { MAIL: '2.1.0', RCPT: '2.1.5', AUTH: '2.7.0' } as const;
-export type EnhancedDefault = (typeof SUCCESS_DEFAULT)[keyof typeof SUCCESS_DEFAULT];
 
 /** RFC 3463 §3.1: the class default for a reply whose text carries no enhanced code. */
 const CLASS_DEFAULT: Record<string, string> = { '2': '2.0.0', '4': '4.0.0', '5': '5.0.0' };
@@ -115,9 +111,9 @@ const NO_ENHANCED = new Set(['220', '334', '354']);
  * Turns a reply given by a handler (one line, or lines separated by CRLF or LF) into wire
  * form: every line carries the same code, continuation marks are set by the engine (a handler
  * cannot end a multi-line reply early or inject a line), and an enhanced status code is
- * inserted where it is missing. Returns null for text that is not an SMTP reply.
+ * inserted where it is missing (`enhancedDefault` when its class fits, as 2.1.0 for MAIL). Returns null for text that is not an SMTP reply.
  */
-export function normalizeReply(text: string, enhanced: boolean, success?: EnhancedDefault): string | null {
+export function normalizeReply(text: string, enhanced: boolean, enhancedDefault?: string): string | null {
   const lines = text.split(/\r?\n|\r/);
   while (lines.length > 1 && lines[lines.length - 1] === '') lines.pop();
   let code = '';
@@ -131,7 +127,7 @@ export function normalizeReply(text: string, enhanced: boolean, success?: Enhanc
     if (/[\x00-\x08\x0a-\x1f\x7f]/.test(rest)) return null;
     if (enhanced && !NO_ENHANCED.has(code)) {
       const given = ENHANCED.exec(rest);
-      const dflt = code[0] === '2' && success !== undefined ? success : CLASS_DEFAULT[code[0]!];
+      const dflt = enhancedDefault !== undefined && enhancedDefault[0] === code[0] ? enhancedDefault : CLASS_DEFAULT[code[0]!];
       // RFC 3463 §2: the class digit of the enhanced code is the reply's outcome. One that is
       // missing, or contradicts the reply code (`250 5.1.1`), gets the class default in front.
       if ((given === null || rest[0] !== code[0]) && dflt !== undefined) {

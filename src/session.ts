@@ -1,5 +1,12 @@
 /** The state a handler sees: Session lives for the connection, Envelope for one transaction. */
+import type { PeerCertificate } from 'node:tls';
 import type { ProxyData } from './proxy-protocol.js';
+import type { XClientData } from './xclient.js';
+
+export type { PeerCertificate };
+
+/** The default shape of `session.data`: free-form; a handler names its own with Session<T>. */
+export type SessionData = Record<string, unknown>;
 
 /** The client's address. For a Unix socket (whose clients have no address), `address` is '' and `port` 0. */
 export interface Peer {
@@ -18,7 +25,8 @@ export function formatPeer(peer: Peer): string {
 export interface TLSInfo {
   protocol: string | null;
   cipher: { name: string; standardName?: string; version: string } | null;
-  peerCertificate: object | null;
+  /** The client's certificate, when one was asked for (tlsRequestCert) and sent. */
+  peerCertificate: PeerCertificate | null;
 }
 
 /** ESMTP parameters of MAIL FROM, typed (RFC 1870, RFC 6152, RFC 6531, RFC 3030). */
@@ -28,13 +36,18 @@ export interface MailOptions {
   smtputf8?: boolean;
   /** RFC 4954 §5 AUTH=: the identity the client vouches for, or '<>'. */
   auth?: string;
-  /** Parameters the engine does not know, when the handler asked to see them. */
-  [keyword: string]: string | number | boolean | undefined;
+  /** Parameters the engine does not know (upper-cased keyword → value, or true), with acceptUnknownParameters. */
+  unknown?: Record<string, string | true>;
 }
 
-export type RcptOptions = Record<string, string | true>;
+/** ESMTP parameters of RCPT TO. */
+export interface RcptOptions {
+  /** Parameters the engine does not know (upper-cased keyword → value, or true), with acceptUnknownParameters. */
+  unknown?: Record<string, string | true>;
+}
 
-export class Session {
+/** The connection's state; `TData` types `data`, the handler's own per-connection state. */
+export class Session<TData = SessionData> {
   /** The client, or after a PROXY header the client the proxy speaks for. */
   peer: Peer;
   /** The HELO/EHLO argument; null until the client greeted. */
@@ -47,14 +60,17 @@ export class Session {
   /** The PROXY protocol header, when the server expects one (proxyProtocolTimeout). */
   proxyData: ProxyData | null = null;
   /** What a trusted proxy said of the original client with XCLIENT (Postfix). */
-  xclient: Record<string, string | null> | null = null;
-  private ownData: Record<string, unknown> | null = null;
-  /** Free for the handler's own per-connection state (made on first use). */
-  get data(): Record<string, unknown> {
-    return (this.ownData ??= {});
+  xclient: XClientData | null = null;
+  #data: TData | null = null;
+  /**
+   * Free for the handler's own per-connection state: an empty object on first use, or what the
+   * handler assigned (a new Session, after STARTTLS or XCLIENT, starts empty again).
+   */
+  get data(): TData {
+    return (this.#data ??= {} as TData);
   }
-  set data(value: Record<string, unknown>) {
-    this.ownData = value;
+  set data(value: TData) {
+    this.#data = value;
   }
 
   constructor(peer: Peer) {

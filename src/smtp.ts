@@ -1,155 +1,107 @@
 /**
- * SMTP: the per-connection protocol engine (RFC 5321, with RFC 1870 SIZE, RFC 6152 8BITMIME,
- * RFC 2920 PIPELINING, RFC 2034/3463 ENHANCEDSTATUSCODES, RFC 6531 SMTPUTF8, RFC 3030 CHUNKING
- * and BINARYMIME). This file holds the command table (dispatch) and the commands of no other
- * group: HELO, EHLO, NOOP, QUIT, VRFY, EXPN, HELP. The layers below: security-commands.ts,
- * transaction-commands.ts, engine.ts.
+ * SMTP: the per-connection server (RFC 5321, with RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 2920
+ * PIPELINING, RFC 2034/3463 ENHANCEDSTATUSCODES, RFC 6531 SMTPUTF8, RFC 3030 CHUNKING and
+ * BINARYMIME). A thin public face over a private Connection (connection.ts) running the SMTP
+ * command table (commands/table.ts); the `commands` option changes that table.
  */
-import type { MaybePromise } from './handler.js';
-import { heloName } from './parse.js';
-import { Reply, unknownHelpTopic } from './replies.js';
-import { SYNTAX, isThenable } from './engine.js';
-import { SecurityCommands } from './security-commands.js';
+import type { Socket } from 'node:net';
+import { Connection } from './connection.js';
+import { challengeAuth } from './commands/auth.js';
+import { commandTable } from './commands/table.js';
+import type { Handler, SMTPServer } from './handler.js';
+import type { SMTPOptions } from './options.js';
+import { Reply } from './replies.js';
+import type { Envelope, Session } from './session.js';
 
-export { ATTACH } from './engine.js';
+/** The controllers' way to serve a socket without a promise per connection (not exported from the package). */
+export const ATTACH = Symbol('tsmtpd attach');
 
-const COMMANDS = Object.keys(SYNTAX).filter((c) => c !== 'LHLO');
+export class SMTP implements SMTPServer {
+  readonly #connection: Connection;
 
-export class SMTP extends SecurityCommands {
+  constructor(handler: Handler, options: SMTPOptions = {}) {
+    const lmtp = this.lmtp;
+    this.#connection = new Connection(this, handler, options, commandTable(lmtp, options.commands), lmtp);
+  }
+
+  /** True for an LMTP server (RFC 2033). */
+  get lmtp(): boolean {
+    return false;
+  }
+
+  get hostname(): string {
+    return this.#connection.hostname;
+  }
+
+  get ident(): string {
+    return this.#connection.ident;
+  }
+
+  get dataSizeLimit(): number {
+    return this.#connection.dataSizeLimit;
+  }
+
+  get enableSMTPUTF8(): boolean {
+    return this.#connection.enableSMTPUTF8;
+  }
+
+  get decodeData(): boolean {
+    return this.#connection.decodeData;
+  }
+
+  get timeout(): number {
+    return this.#connection.timeout;
+  }
+
+  get session(): Session {
+    return this.#connection.session;
+  }
+
+  get envelope(): Envelope {
+    return this.#connection.envelope;
+  }
+
+  /** Whether a command (and its hook) is running now. */
+  get commandRunning(): boolean {
+    return this.#connection.commandRunning;
+  }
+
+  /** Runs the protocol on an accepted socket; resolves when the connection is gone. */
+  serve(socket: Socket): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#connection.attach(socket, () => resolve());
+    });
+  }
+
+  /** serve() for controllers: `closed` is called once the connection is gone. */
+  [ATTACH](socket: Socket, closed: (server: SMTPServer, tcpAddress: string) => void): void {
+    this.#connection.attach(socket, closed);
+  }
+
+  /** Writes what is pending and closes the connection; from a hook, after the hook's reply. */
+  close(): void {
+    this.#connection.close();
+  }
+
+  /** Says 421 (or `reply`) and closes; a command running gets its own reply out first. */
+  shutdown(reply: string = Reply.SHUTDOWN): void {
+    this.#connection.shutdown(reply);
+  }
+
   /**
-   * Runs one command; LMTP and custom servers override it to add or replace verbs. A command
-   * that finishes at once returns nothing; one that waits for a hook returns its promise.
+   * Graceful shutdown: a connection between transactions gets 421 now; one in a transaction
+   * finishes it and then gets 421.
    */
-  protected dispatch(verb: string, arg: string): void | Promise<void> {
-    switch (verb) {
-      case 'HELO':
-        return this.helo(arg);
-      case 'EHLO':
-        return this.ehlo(arg);
-      case 'MAIL':
-        return this.mail(arg);
-      case 'RCPT':
-        return this.rcpt(arg);
-      case 'DATA':
-        return this.data(arg);
-      case 'BDAT':
-        return this.bdat(arg);
-      case 'RSET':
-        return this.rset(arg);
-      case 'NOOP':
-        return this.respondWith(this.replyOf(() => this.hookNOOP(arg)));
-      case 'QUIT':
-        return this.quit(arg);
-      case 'VRFY':
-        return this.vrfy(arg);
-      case 'EXPN':
-        return this.respond(Reply.EXPN_NOT_IMPLEMENTED);
-      case 'HELP':
-        return this.help(arg);
-      case 'STARTTLS':
-        return this.startTLS(arg);
-      case 'AUTH':
-        return this.auth(arg);
-      case 'XCLIENT':
-        if (this.xclientAllowed()) return this.xclient(arg);
-        return this.unknown(verb);
-      default:
-        return this.unknown(verb);
-    }
+  drain(): void {
+    this.#connection.drain();
   }
 
-  private hookNOOP(arg: string): MaybePromise<string> {
-    const h = this.handler;
-    return h.handleNOOP ? h.handleNOOP(this, this.session, this.envelope, arg) : Reply.NOOP_OK;
+  /** Drops the connection at once, without a reply. */
+  destroy(): void {
+    this.#connection.destroy();
   }
 
-  private async helo(arg: string): Promise<void> {
-    const name = heloName(arg);
-    if (name === null) return this.respond(Reply.HELO_SYNTAX);
-    this.resetTransaction();
-    const before = this.session.hostName;
-    const h = this.handler;
-    const reply = await this.replyOf(
-      () => (h.handleHELO ? h.handleHELO(this, this.session, this.envelope, name) : `250 ${this.hostname}`),
-      false,
-    );
-    if (reply.startsWith('2')) {
-      if (this.session.hostName === before) this.session.hostName = name; // unless the hook chose
-      this.session.extendedSmtp = false;
-    }
-    this.respond(reply);
-  }
-
-  /** The EHLO keywords, in a stable order. */
-  protected extensions(): string[] {
-    const ext = [this.dataSizeLimit > 0 ? `SIZE ${this.dataSizeLimit}` : 'SIZE', '8BITMIME', 'PIPELINING'];
-    if (this.enableSMTPUTF8) ext.push('SMTPUTF8');
-    ext.push('ENHANCEDSTATUSCODES', 'CHUNKING', 'BINARYMIME');
-    if (this.secureContext !== null && this.session.tls === null) ext.push('STARTTLS');
-    const mechanisms = this.authMechanisms();
-    if (mechanisms.size > 0 && (this.session.tls !== null || this.options.authRequireTLS === false)) {
-      ext.push(`AUTH ${[...mechanisms.keys()].join(' ')}`);
-    }
-    if (this.xclientAllowed()) ext.push('XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT');
-    ext.push('HELP');
-    return ext;
-  }
-
-  protected async ehlo(arg: string, verb: 'EHLO' | 'LHLO' = 'EHLO'): Promise<void> {
-    const name = heloName(arg);
-    if (name === null) return this.respond(`501 5.5.4 Syntax: ${verb} hostname`);
-    this.resetTransaction();
-    let lines = [this.hostname, ...this.extensions()];
-    const h = this.handler;
-    if (h.handleEHLO) {
-      try {
-        let result = h.handleEHLO(this, this.session, this.envelope, name, lines);
-        if (isThenable(result)) {
-          this.flush();
-          result = await result;
-        }
-        if (!Array.isArray(result) || result.length === 0 || !result.every((l) => typeof l === 'string')) {
-          throw new TypeError('handleEHLO must return the list of EHLO lines');
-        }
-        // aiosmtpd's handlers return lines with their "250-" prefixes: accept those too.
-        lines = result.map((l) => l.replace(/^250[ -]/, ''));
-        if (lines.some((l) => /[\r\n]/.test(l))) throw new TypeError('EHLO lines must not contain CR or LF');
-      } catch (error) {
-        return this.respond(await this.exceptionReply(error));
-      }
-    }
-    this.session.hostName = name;
-    this.session.extendedSmtp = true;
-    this.respond(lines.map((l, i) => `250${i === lines.length - 1 ? ' ' : '-'}${l}`).join('\r\n'));
-  }
-
-  private async quit(arg: string): Promise<void> {
-    if (arg !== '') return this.respond(Reply.QUIT_SYNTAX);
-    const h = this.handler;
-    this.push(await this.replyOf(() => (h.handleQUIT ? h.handleQUIT(this, this.session, this.envelope) : Reply.BYE)));
-    this.close();
-  }
-
-  private async vrfy(arg: string): Promise<void> {
-    if (arg === '') return this.respond(Reply.VRFY_SYNTAX);
-    const address = arg.replace(/^<(.*)>$/, '$1');
-    const h = this.handler;
-    this.respond(
-      await this.replyOf(() =>
-        h.handleVRFY ? h.handleVRFY(this, this.session, this.envelope, address) : Reply.VRFY_DEFAULT,
-      ),
-    );
-  }
-
-  protected helpCommands(): string[] {
-    return COMMANDS;
-  }
-
-  private help(arg: string): void {
-    const commands = this.helpCommands();
-    if (arg === '') return this.respond(`214 2.0.0 Supported commands: ${commands.join(' ')}`);
-    const verb = arg.toUpperCase();
-    if (!commands.includes(verb)) return this.respond(unknownHelpTopic(commands));
-    this.respond(`214 2.0.0 Syntax: ${SYNTAX[verb]}`);
+  challengeAuth(challenge: string | Buffer): Promise<Buffer> {
+    return challengeAuth(this.#connection, challenge);
   }
 }

@@ -370,10 +370,10 @@ test('an unknown parameter gets 555; with acceptUnknownParameters it reaches env
     await expect(c, 'DATA', 354);
     c.send('x\r\n.\r\n');
     expectCode(await c.reply(), 250);
-    assert.equal(seen[0]!.mailOptions.FOO, 'bar');
-    assert.equal(seen[0]!.mailOptions.XYZZY, true);
+    assert.equal(seen[0]!.mailOptions.unknown?.FOO, 'bar');
+    assert.equal(seen[0]!.mailOptions.unknown?.XYZZY, true);
     assert.deepEqual(seen[0]!.mailParams, ['FOO=bar', 'XYZZY']);
-    assert.deepEqual(seen[0]!.rcptOptions, [{ NOTIFY: 'NEVER' }]);
+    assert.deepEqual(seen[0]!.rcptOptions, [{ unknown: { NOTIFY: 'NEVER' } }]);
     c.close();
   }
 });
@@ -521,7 +521,7 @@ test('VRFY with an argument 252, without 501; EXPN 502', async () => {
   c.close();
 });
 
-test('HELP lists the commands (214), HELP MAIL gives the syntax, HELP BOGUS 501', async () => {
+test('HELP lists the commands (214), HELP MAIL gives the syntax, HELP BOGUS 504 (RFC 5321 §4.1.1.8)', async () => {
   await using server = await startServer({});
   const c = await greeted(server.port);
   let r = await expect(c, 'HELP', 214);
@@ -532,7 +532,7 @@ test('HELP lists the commands (214), HELP MAIL gives the syntax, HELP BOGUS 501'
   assert.match(r.text, /MAIL FROM:<address>/);
   r = await expect(c, 'help rcpt', 214);
   assert.match(r.text, /RCPT TO:<address>/);
-  await expect(c, 'HELP BOGUS', 501);
+  await expect(c, 'HELP BOGUS', 504);
   await expect(c, 'NOOP', 250);
   c.close();
 });

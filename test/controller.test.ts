@@ -56,7 +56,6 @@ function tryConnect(port: number, host = '127.0.0.1'): Promise<string> {
 /** An engine that accepts the connection and never greets. */
 class MuteSMTP extends SMTP {
   override serve(socket: net.Socket): Promise<void> {
-    this.socket = socket;
     socket.resume(); // read and drop, so the client's FIN is seen and the socket closes
     socket.on('error', () => {});
     return new Promise((resolve) => socket.once('close', () => resolve()));
@@ -274,11 +273,11 @@ describe('Controller', () => {
       assert.equal(controller.server, null);
       // The blocker still owns its port and still works.
       assert.equal(await tryConnect(busyPort), 'connected');
-      // The same controller starts on a free port.
-      controller.port = 0;
-      await controller.start();
-      assert.notEqual(controller.port, busyPort);
-      const c = await greeted(controller.port);
+      // A controller on a free port starts (port is read-only: a new controller picks another).
+      await using other = new Controller(new Sink(), { hostname: '127.0.0.1', port: 0 });
+      await other.start();
+      assert.notEqual(other.port, busyPort);
+      const c = await greeted(other.port);
       await sendOne(c);
       c.close();
     } finally {

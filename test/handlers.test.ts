@@ -97,7 +97,7 @@ describe('Debugging', () => {
 
   test('rcpt options are printed only when some recipient has one', async () => {
     const envelope = makeEnvelope(Buffer.from('Subject: x\r\n\r\nb\r\n'), 'a@example.com', ['b@example.com', 'c@example.com']);
-    envelope.rcptOptions = [{ NOTIFY: 'NEVER' }, {}];
+    envelope.rcptOptions = [{ unknown: { NOTIFY: 'NEVER' } }, {}];
     const out = await debugOutput(envelope);
     assert.ok(out.startsWith("---------- MESSAGE FOLLOWS ----------\nrcpt options: [['NOTIFY=NEVER'], []]\n\nSubject: x\n"), out);
   });

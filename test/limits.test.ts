@@ -413,7 +413,8 @@ test('dataSizeLimit 0 means no limit: SIZE without a number, a 2 MiB body is del
   assert.equal((await c.cmd('MAIL FROM:<a@example.com> SIZE=999999999')).code, 250);
   assert.equal((await c.cmd('RCPT TO:<b@example.com>')).code, 250);
   assert.equal((await c.cmd('DATA')).code, 354);
-  const body = ('m'.repeat(1022) + '\r\n').repeat(2048);
+  // Lines within dataLineLimit's 1001 octets (RFC 5321 §4.5.3.1.6), so only the size is at stake.
+  const body = ('m'.repeat(998) + '\r\n').repeat(2100);
   c.send(body + '.\r\n');
   assert.equal((await c.reply()).code, 250);
   assert.equal(rec.messages[0]!.content.length, body.length);
@@ -427,8 +428,8 @@ test('an 8 MiB body with a 1 KiB limit is read and dropped; 552 only after the t
   assert.equal((await c.cmd('MAIL FROM:<a@example.com>')).code, 250);
   assert.equal((await c.cmd('RCPT TO:<b@example.com>')).code, 250);
   assert.equal((await c.cmd('DATA')).code, 354);
-  const line = Buffer.from('a'.repeat(1022) + '\r\n');
-  const chunk = Buffer.concat(Array.from({ length: 64 }, () => line)); // 64 KiB
+  const line = Buffer.from('a'.repeat(998) + '\r\n'); // within dataLineLimit: the size decides
+  const chunk = Buffer.concat(Array.from({ length: 64 }, () => line)); // 64 KB
   for (let i = 0; i < 128; i++) {
     await new Promise<void>((resolve) => c.socket.write(chunk, () => resolve()));
     if (i === 1) assert.ok(await c.noReplyWithin(20), 'a reply came in the middle of the body');

@@ -354,8 +354,8 @@ test('HELP lists LHLO, not HELO or EHLO; HELP LHLO gives its syntax', async () =
     const lhlo = await c.cmd('HELP LHLO');
     assert.equal(lhlo.code, 214);
     assert.match(lhlo.text, /LHLO hostname/);
-    assert.equal((await c.cmd('HELP EHLO')).code, 501);
-    assert.equal((await c.cmd('HELP HELO')).code, 501);
+    assert.equal((await c.cmd('HELP EHLO')).code, 504);
+    assert.equal((await c.cmd('HELP HELO')).code, 504);
   } finally {
     c.close();
   }

@@ -181,6 +181,7 @@ test('input arriving while handleMAIL is pending (50 ms) waits; replies in order
   c.line('MAIL FROM:<first@example.com>');
   await sleep(10); // the hook is now pending
   let flood = '';
+  // A bare 250 from handleMAIL/handleRCPT gets their enhanced codes (RFC 3463: 2.1.0, 2.1.5).
   const expected: string[] = ['250 2.1.0 OK'];
   for (let i = 0; i < 5; i++) {
     flood += `RCPT TO:<r${i}@example.com>\r\n`;

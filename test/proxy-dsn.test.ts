@@ -35,7 +35,7 @@ function capturing(dsn: boolean): Handler & { got: Captured[] } {
         mailFrom: envelope.mailFrom,
         mailParams: [...envelope.mailParams],
         rcptTos: [...envelope.rcptTos],
-        rcptOptions: envelope.rcptOptions.map((o) => ({ ...o })),
+        rcptOptions: envelope.rcptOptions.map((o) => ({ ...o.unknown })),
         content: envelope.originalContent!.toString(),
       });
       return '250 2.0.0 captured';
@@ -143,7 +143,7 @@ describe('dsn-relay: parameters typed or raw, and the report', () => {
     let connects = 0;
     const envelope = new Envelope();
     envelope.rcptTos = ['b@example.net'];
-    envelope.rcptOptions = [{ NOTIFY: 'SUCCESS' }];
+    envelope.rcptOptions = [{ unknown: { NOTIFY: 'SUCCESS' } }];
     const base = { name: 'mx.test', remoteMta: 'up', envelope, refusals: [null], utf8: false, reply: '250 ok', sent: [Buffer.from('S: x\r\n\r\n')] };
     const connect = (): Promise<Upstream> => {
       connects++;

@@ -374,7 +374,7 @@ describe('the CLI: SIGTERM and kill -9 with a Maildir', () => {
       let streaming = true;
       const trickle = (async () => {
         for (let i = 0; streaming && !stuck.closed && i < 100; i++) {
-          stuck.send(`STUCK-LINE ${i} ${'y'.repeat(1000)}\r\n`);
+          stuck.send(`STUCK-LINE ${i} ${'y'.repeat(980)}\r\n`);
           await sleep(50);
         }
       })();
@@ -448,7 +448,8 @@ describe('the CLI: SIGTERM and kill -9 with a Maildir', () => {
             // Sent in pieces, so the kill can land anywhere in a body.
             p.send(`Subject: ${id}\r\n\r\nBEGIN ${id}\r\n`);
             for (let k = 0; k < 8 && !p.closed; k++) {
-              p.send(`${id} ${'q'.repeat(16_000)}\r\n`);
+              // 16 KB a piece, in lines within dataLineLimit (1001 octets).
+              p.send(`${id} ${'q'.repeat(980)}\r\n`.repeat(16));
               await sleep(1);
             }
             p.send(`END ${id}\r\n.\r\n`);
@@ -481,7 +482,7 @@ describe('the CLI: SIGTERM and kill -9 with a Maildir', () => {
         assert.ok(id, 'a file without its Subject');
         assert.ok(text.endsWith(`END ${id}\r\n`), `${id}: a partial message in new/ (${text.length} bytes)`);
         assert.ok(text.includes(`BEGIN ${id}\r\n`));
-        assert.equal(text.split(`${id} q`).length - 1, 8, `${id}: lines missing`);
+        assert.equal(text.split(`${id} q`).length - 1, 8 * 16, `${id}: lines missing`);
         stored.add(id);
       }
       for (const id of acknowledged) assert.ok(stored.has(id), `${id} was answered 250 but is not in new/`);

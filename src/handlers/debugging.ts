@@ -40,7 +40,7 @@ export function formatMessage(session: Session, envelope: Envelope): string {
     out.push(`mail options: ${pyList(envelope.mailParams.map(pyStr))}`);
     separator = true;
   }
-  if (envelope.rcptOptions.some((o) => Object.keys(o).length > 0)) {
+  if (envelope.rcptOptions.some((o) => Object.keys(o.unknown ?? {}).length > 0)) {
     out.push(`rcpt options: ${pyList(envelope.rcptOptions.map(rcptParams))}`);
     separator = true;
   }
@@ -69,7 +69,7 @@ function splitLines(text: string): string[] {
 
 /** Our typed RCPT options back in aiosmtpd's form: the raw `KEY=VALUE` strings, as a list. */
 function rcptParams(options: RcptOptions): string {
-  return pyList(Object.entries(options).map(([k, v]) => pyStr(v === true ? k : `${k}=${v}`)));
+  return pyList(Object.entries(options.unknown ?? {}).map(([k, v]) => pyStr(v === true ? k : `${k}=${v}`)));
 }
 
 function pyList(items: string[]): string {

@@ -26,7 +26,8 @@ import { toCRLF, type Upstream } from './upstream.js';
 function pick<T>(options: object, typed: string, raw: string, parse: (v: string) => T, isTyped: (v: unknown) => v is T): T | undefined {
   const o = options as Record<string, unknown>;
   if (isTyped(o[typed])) return o[typed];
-  const v = o[raw];
+  // Unknown parameters are kept under `unknown` (MailOptions, RcptOptions).
+  const v = (o.unknown as Record<string, unknown> | undefined)?.[raw] ?? o[raw];
   if (typeof v !== 'string') return undefined;
   try {
     return parse(v);

@@ -67,12 +67,17 @@ interface Transaction {
   utf8: boolean;
 }
 
-export class Proxy implements Handler {
+/** What the Proxy keeps per client connection, in session.data. */
+type ProxyState = {
+  /** The open upstream transaction. */
+  upstream?: Transaction | undefined;
+};
+type ProxySession = Session<ProxyState>;
+
+export class Proxy implements Handler<ProxyState> {
   readonly host: string;
   readonly port: number;
   readonly options: Readonly<ProxyOptions>;
-  /** The open upstream transaction of each client connection. */
-  private readonly transactions = new WeakMap<Session, Transaction>();
 
   constructor(host: string, port: number, options: ProxyOptions = {}) {
     if (typeof host !== 'string' || host === '') throw new TypeError('Proxy: host must be a non-empty string');
@@ -92,24 +97,24 @@ export class Proxy implements Handler {
     return new Proxy(host, port);
   }
 
-  handleHELO(server: SMTPServer, session: Session): string {
+  handleHELO(server: SMTPServer, session: ProxySession): string {
     this.end(session);
     return `250 ${server.hostname}`;
   }
 
   /** Ends any transaction, and does not offer BINARYMIME: the message goes on with DATA. */
-  handleEHLO(_server: SMTPServer, session: Session, _envelope: Envelope, _hostname: string, responses: string[]): string[] {
+  handleEHLO(_server: SMTPServer, session: ProxySession, _envelope: Envelope, _hostname: string, responses: string[]): string[] {
     this.end(session);
     return responses.filter((line) => line.toUpperCase() !== 'BINARYMIME');
   }
 
-  async handleMAIL(server: SMTPServer, session: Session, envelope: Envelope, address: string, mailOptions: MailOptions): Promise<string> {
+  async handleMAIL(server: SMTPServer, session: ProxySession, envelope: Envelope, address: string, mailOptions: MailOptions): Promise<string> {
     this.end(session);
     const begun = await this.begin(server, session, envelope, address, mailOptions);
     return typeof begun === 'string' ? begun : begun.reply;
   }
 
-  async handleRCPT(server: SMTPServer, session: Session, envelope: Envelope, address: string, rcptOptions: RcptOptions): Promise<string> {
+  async handleRCPT(server: SMTPServer, session: ProxySession, envelope: Envelope, address: string, rcptOptions: RcptOptions): Promise<string> {
     const t = this.current(session, envelope) ?? (await this.beginFor(server, session, envelope));
     if (typeof t === 'string') return t;
     const reply = await this.recipient(t, address, rcptOptions);
@@ -121,18 +126,18 @@ export class Proxy implements Handler {
   }
 
   /** The upstream's final reply; in LMTP, one per recipient. */
-  async handleDATA(server: SMTPServer, session: Session, envelope: Envelope): Promise<string | string[]> {
+  async handleDATA(server: SMTPServer, session: ProxySession, envelope: Envelope): Promise<string | string[]> {
     const replies = await this.relay(server, session, envelope);
     if (server.lmtp) return replies;
     return replies.find((r) => !r.startsWith('2')) ?? replies[0] ?? UNAVAILABLE;
   }
 
-  handleRSET(_server: SMTPServer, session: Session): string {
+  handleRSET(_server: SMTPServer, session: ProxySession): string {
     this.end(session);
     return Reply.RSET_OK;
   }
 
-  handleQUIT(_server: SMTPServer, session: Session): string {
+  handleQUIT(_server: SMTPServer, session: ProxySession): string {
     this.end(session);
     return Reply.BYE;
   }
@@ -153,23 +158,23 @@ export class Proxy implements Handler {
   }
 
   /** This envelope's upstream transaction, if it has one. */
-  private current(session: Session, envelope: Envelope): Transaction | undefined {
-    const t = this.transactions.get(session);
+  private current(session: ProxySession, envelope: Envelope): Transaction | undefined {
+    const t = session.data.upstream;
     return t !== undefined && t.envelope === envelope ? t : undefined;
   }
 
   /** Ends the session's upstream transaction, if any: QUIT, then close. */
-  private end(session: Session): void {
-    const t = this.transactions.get(session);
+  private end(session: ProxySession): void {
+    const t = session.data.upstream;
     if (t === undefined) return;
-    this.transactions.delete(session);
+    session.data.upstream = undefined;
     t.upstream.quit();
   }
 
   /** Opens the upstream transaction: connect, MAIL FROM. A string is the refusal to answer with. */
   private async begin(
     server: SMTPServer,
-    session: Session,
+    session: ProxySession,
     envelope: Envelope,
     address: string,
     options: MailOptions,
@@ -195,7 +200,7 @@ export class Proxy implements Handler {
         return passBack(reply);
       }
       const transaction: Transaction = { envelope, upstream, name: server.hostname, mail, rcpts: [], accepted: [], utf8 };
-      this.transactions.set(session, transaction);
+      session.data.upstream = transaction;
       return { transaction, reply: passBack(reply) };
     } catch {
       upstream.close();
@@ -204,7 +209,7 @@ export class Proxy implements Handler {
   }
 
   /** For an envelope whose MAIL did not come through our handleMAIL (a delegating handler's). */
-  private async beginFor(server: SMTPServer, session: Session, envelope: Envelope): Promise<Transaction | string> {
+  private async beginFor(server: SMTPServer, session: ProxySession, envelope: Envelope): Promise<Transaction | string> {
     this.end(session);
     const begun = await this.begin(server, session, envelope, envelope.mailFrom ?? '', envelope.mailOptions);
     return typeof begun === 'string' ? begun : begun.transaction;
@@ -244,11 +249,11 @@ export class Proxy implements Handler {
   }
 
   /** One reply per envelope recipient. */
-  private async relay(server: SMTPServer, session: Session, envelope: Envelope): Promise<string[]> {
+  private async relay(server: SMTPServer, session: ProxySession, envelope: Envelope): Promise<string[]> {
     const all = (reply: string) => envelope.rcptTos.map(() => reply);
     const t = this.current(session, envelope) ?? (await this.beginFor(server, session, envelope));
     if (typeof t === 'string') return all(t);
-    this.transactions.delete(session); // whatever happens now, the transaction ends here
+    session.data.upstream = undefined; // whatever happens now, the transaction ends here
     try {
       // Recipients that did not come through our handleRCPT (a subclass's or a delegating
       // handler's) are put to the upstream now.

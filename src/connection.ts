@@ -1,0 +1,777 @@
+/**
+ * One client connection: the socket, the input mode (command line, DATA body, BDAT chunk,
+ * PROXY header, or a continuation line a command waits for), the pump that runs commands one at
+ * a time in order, replies and their batching (RFC 2920 §3.1) with backpressure, timers, the
+ * TLS upgrade, close/drain/shutdown. Commands come from a table (commands/table.ts) and see
+ * this object only as a Context; every field here is #private.
+ *
+ * Input that arrives while a command waits for a hook waits too (the socket is paused). Replies
+ * are collected and written in one go when the input runs dry or a hook must be awaited.
+ *
+ * Longer than ~400 lines on purpose: the connection's state is #private, which only methods in
+ * the class body can reach, so splitting it would mean making that state visible again. What
+ * is not state went out: line dispatch (commands/dispatch.ts), TLS sockets (tls-upgrade.ts),
+ * peers (peer.ts), framing and line limits (framing.ts, line-limit.ts).
+ */
+import { hostname as osHostname } from 'node:os';
+import { isIPv6, type Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
+import { ChunkReader, CommandFramer, DataReader, type Body, type FramedLine } from './framing.js';
+import { LineLengthWatch } from './line-limit.js';
+import { DEFAULTS, INTERNAL, type Logger, type SMTPOptions } from './options.js';
+import { secureContextOf, tlsInfo } from './tls-info.js';
+import { upgradeAfterPreface, upgradeSocket } from './tls-upgrade.js';
+import type { Handler, MaybePromise, SMTPServer } from './handler.js';
+import { exceptionReply, replyOf } from './hooks.js';
+import { Reply, unrecognized } from './replies.js';
+import { Envelope, Session, formatPeer } from './session.js';
+import { peerOf, proxiedPeer } from './peer.js';
+import { parseProxyHeader, type ProxyData } from './proxy-protocol.js';
+import { IDLE_TICKS, ON_IDLE, idleSweep, type Idler } from './idle-sweep.js';
+import { allowListOf } from './xclient.js';
+import type { BodyState, EngineContext, HookArgs, ReadBody, ReplyHook } from './context.js';
+import { runLine, type CommandTable } from './commands/dispatch.js';
+import { VERSION } from './version.js';
+
+const IDENT = `tsmtpd ${VERSION}`;
+/** The machine's name, asked once (each call is a system call and a new string per connection). */
+let machineName: string | null = null;
+function defaultHostname(): string {
+  return (machineName ??= osHostname());
+}
+/** How long a closed connection may linger for the client to close its side. */
+const CLOSE_GRACE_MS = 5000;
+/** RFC 4954 §4: an AUTH line with an initial response may reach 12288 octets. */
+const LONGEST_LINE = 12_288;
+
+const silentLogger: Logger = {
+  debugEnabled: false,
+  debug() {},
+  info() {},
+  warn() {},
+  error(message, error) {
+    console.error(`tsmtpd: ${message}`, error ?? '');
+  },
+};
+
+const OWNER = Symbol('tsmtpd connection');
+type OwnedSocket = Socket & { [OWNER]: Connection };
+// Listeners are shared functions that find their connection on the socket: no closures per connection.
+function onSocketData(this: Socket, chunk: Buffer): void {
+  (this as OwnedSocket)[OWNER].onData(chunk);
+}
+function onSocketDrain(this: Socket): void {
+  (this as OwnedSocket)[OWNER].onDrain();
+}
+function onSocketClose(this: Socket): void {
+  (this as OwnedSocket)[OWNER].onClose();
+}
+function onSocketError(this: Socket, error: Error): void {
+  (this as OwnedSocket)[OWNER].onSocketError(error);
+}
+
+const UNSERVED_SESSION = new Session({ address: '', port: 0, family: 'unix' });
+
+/** What input is for now. A continuation line is Command mode with a line waiter set. */
+const enum Mode {
+  Command,
+  Data,
+  Chunk,
+  Proxy,
+}
+
+/** Called once the connection is gone, with the TCP client's address (which XCLIENT does not change). */
+export type Closed = (server: SMTPServer, tcpAddress: string) => void;
+
+export class Connection implements EngineContext, Idler {
+  readonly server: SMTPServer;
+  readonly handler: Handler;
+  readonly options: SMTPOptions;
+  readonly table: CommandTable;
+  readonly lmtp: boolean;
+  readonly hostname: string;
+  readonly ident: string;
+  readonly dataSizeLimit: number;
+  readonly enableSMTPUTF8: boolean;
+  readonly decodeData: boolean;
+  readonly timeout: number;
+
+  #session: Session = UNSERVED_SESSION;
+  /** The BDAT chunks of this transaction so far (RFC 3030). */
+  #bdat: Body | null = null;
+  #stream: BodyState['stream'] = null;
+  #envelope: Envelope | null = null;
+  readonly #logger: Logger;
+  readonly #debugLogging: boolean;
+  #socket: Socket | null = null;
+  readonly #framer: CommandFramer;
+  #mode: Mode = Mode.Command;
+  #reader: DataReader | null = null;
+  #lineWatch: LineLengthWatch | null = null;
+  /** Set when the line limit was crossed before the size limit. */
+  #lineTooLong = false;
+  #chunk: ChunkReader | null = null;
+  /** What to run, in command order, once a body or chunk has been read. */
+  #finished: (() => void | Promise<void>) | null = null;
+  #afterBody: ((body: ReadBody) => void | Promise<void>) | null = null;
+  #afterChunk: (() => void | Promise<void>) | null = null;
+  /** Replies waiting for the next flush, each with its CRLF. */
+  #out = '';
+  #busy = false;
+  #closing = false;
+  #draining = false;
+  /** close() was called while a command ran: close once its reply is out. */
+  #closeRequested = false;
+  /** The 421 that shutdown() asked for while a command was running. */
+  #pendingShutdown: string | null = null;
+  /** The PROXY header read so far, while it is awaited. */
+  #proxyHeader: Buffer | null = null;
+  #proxyTimer: NodeJS.Timeout | null = null;
+  /** TLS handshake bytes that came in the same read as the PROXY header. */
+  #tlsPreface: Buffer | null = null;
+  /** The whole-body deadline of the transaction in progress. */
+  #dataTimer: NodeJS.Timeout | null = null;
+  #waitingForDrain = false;
+  #unrecognizedCount = 0;
+  #errorCount = 0;
+  #authFailures = 0;
+  #xclientOK: boolean | null = null;
+  #callBudget: Map<string, number> | null = null;
+  /** Set while a command waits for the client's next line. */
+  #lineWaiter: ((line: FramedLine | null) => void) | null = null;
+  #onClosed: Closed | null = null;
+  #tcpAddress = '';
+  /** @internal Idle sweeps since the last input or output (idle-sweep.ts). */
+  [IDLE_TICKS] = 0;
+
+  constructor(server: SMTPServer, handler: Handler, options: SMTPOptions, table: CommandTable, lmtp: boolean) {
+    this.server = server;
+    this.handler = handler;
+    this.options = options;
+    this.table = table;
+    this.lmtp = lmtp;
+    this.hostname = options.hostname ?? defaultHostname();
+    this.ident = options.ident ?? IDENT;
+    this.dataSizeLimit = options.dataSizeLimit ?? DEFAULTS.dataSizeLimit;
+    this.enableSMTPUTF8 = options.enableSMTPUTF8 ?? false;
+    this.decodeData = options.decodeData ?? false;
+    this.timeout = options.timeout ?? DEFAULTS.timeout;
+    this.#logger = options.logger ?? silentLogger;
+    // Formatting a debug line per command costs, even for a logger that drops it.
+    this.#debugLogging = this.#logger.debugEnabled !== false;
+    const base = options.commandSizeLimit ?? DEFAULTS.commandSizeLimit;
+    this.#framer = new CommandFramer(Math.max(base, LONGEST_LINE));
+  }
+
+  get session(): Session {
+    return this.#session;
+  }
+
+  /** The transaction in progress; made when first asked for, so an idle connection has none. */
+  get envelope(): Envelope {
+    return (this.#envelope ??= new Envelope());
+  }
+
+  get bdat(): Body | null {
+    return this.#bdat;
+  }
+
+  set bdat(body: Body | null) {
+    this.#bdat = body;
+  }
+
+  get stream(): BodyState['stream'] {
+    return this.#stream;
+  }
+
+  set stream(stream: BodyState['stream']) {
+    this.#stream = stream;
+  }
+
+  get inTransaction(): boolean {
+    return this.#envelope !== null && this.#envelope.mailFrom !== null;
+  }
+
+  /** Whether a command (and its hook) is running now. */
+  get commandRunning(): boolean {
+    return this.#busy && this.#lineWaiter === null;
+  }
+
+  /**
+   * XCLIENT is for the proxies the operator trusts. Judged once per connection, by the client a
+   * PROXY header names when there is one (else a load balancer on the allow-list would vouch
+   * for everyone behind it), never by what an earlier XCLIENT said.
+   */
+  get xclientAllowed(): boolean {
+    if (this.#xclientOK !== null) return this.#xclientOK;
+    const allow = this.options.xclientAllow;
+    const socket = this.#socket;
+    if (allow === undefined || allow.length === 0 || socket === null) return (this.#xclientOK = false);
+    const proxied = this.#session.proxyData === null ? null : proxiedPeer(this.#session.proxyData);
+    const address = (proxied?.address ?? socket.remoteAddress)?.replace(/^::ffff:/, '');
+    if (address === undefined || address === '') return (this.#xclientOK = false);
+    return (this.#xclientOK = allowListOf(allow).check(address, isIPv6(address) ? 'ipv6' : 'ipv4'));
+  }
+
+  // ---- lifetime --------------------------------------------------------------------------
+
+  /** Runs the protocol on an accepted socket; `closed` is called once it is gone. */
+  attach(socket: Socket, closed: Closed | null): void {
+    this.#socket = socket;
+    this.#onClosed = closed;
+    this.#session = new Session(peerOf(socket));
+    this.#tcpAddress = this.#session.peer.address;
+    if (this.#debugLogging) this.#logger.info(`${formatPeer(this.#session.peer)} connected`);
+    socket.setNoDelay(true);
+    this.#listen(socket);
+    if (this.timeout > 0) idleSweep(this.timeout).add(this);
+    socket.on('close', onSocketClose);
+    // Implicit TLS (RFC 8314): the handshake is done before the greeting.
+    if (socket instanceof TLSSocket && socket.encrypted) this.#session.tls = tlsInfo(socket);
+    const proxyTimeout = this.options.proxyProtocolTimeout;
+    if (proxyTimeout !== undefined && proxyTimeout > 0) this.#awaitProxyHeader(proxyTimeout);
+    else this.#greet();
+  }
+
+  #listen(socket: Socket): void {
+    (socket as OwnedSocket)[OWNER] = this;
+    socket.on('data', onSocketData);
+    socket.on('drain', onSocketDrain);
+    socket.on('error', onSocketError);
+  }
+
+  #unlisten(socket: Socket): void {
+    socket.off('data', onSocketData);
+    socket.off('drain', onSocketDrain);
+  }
+
+  #greet(): void {
+    this.push(`220 ${this.hostname} ${this.ident}`);
+    this.flush();
+  }
+
+  /**
+   * PROXY protocol v1/v2 (HAProxy): the header must come first and within the timeout, else
+   * the connection is dropped without a greeting. Input is held until then.
+   */
+  #awaitProxyHeader(timeout: number): void {
+    this.#mode = Mode.Proxy;
+    this.#proxyHeader = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      this.#logger.info(`${formatPeer(this.#session.peer)} no PROXY header within ${timeout} ms`);
+      this.destroy();
+    }, timeout);
+    this.#socket!.once('close', () => clearTimeout(timer));
+    this.#proxyTimer = timer;
+  }
+
+  #onProxyData(chunk: Buffer): void {
+    const buf = Buffer.concat([this.#proxyHeader!, chunk]);
+    const parsed = parseProxyHeader(buf);
+    if (parsed.status === 'incomplete') {
+      this.#proxyHeader = buf;
+      return;
+    }
+    clearTimeout(this.#proxyTimer!);
+    this.#proxyHeader = null;
+    this.#mode = Mode.Command;
+    if (parsed.status === 'invalid') {
+      this.#logger.info(`${formatPeer(this.#session.peer)} invalid PROXY header: ${parsed.reason}`);
+      return this.destroy();
+    }
+    const data = parsed.data;
+    const real = proxiedPeer(data);
+    if (real !== null) this.#session.peer = real;
+    this.#session.proxyData = data;
+    const rest = buf.subarray(parsed.length);
+    if (rest.length > 0) {
+      // Behind the header comes either SMTP or, for implicit TLS, the client's TLS handshake.
+      if (this.options[INTERNAL]?.tlsAfterProxy !== undefined) this.#tlsPreface = rest;
+      else this.#framer.push(rest);
+    }
+    this.#busy = true;
+    this.#socket?.pause();
+    void this.#acceptProxy(data);
+  }
+
+  async #acceptProxy(data: ProxyData): Promise<void> {
+    const h = this.handler;
+    let accepted = true;
+    try {
+      if (h.handlePROXY !== undefined) accepted = (await h.handlePROXY(this.server, this.#session, this.envelope, data)) === true;
+    } catch (error) {
+      this.#logger.error(`${formatPeer(this.#session.peer)} handlePROXY error`, error);
+      accepted = false;
+    }
+    this.#busy = false;
+    if (!accepted) return this.destroy();
+    const internal = this.options[INTERNAL];
+    // Per-client connection limits count the client the proxy names, not the proxy.
+    const gate = internal?.connectionGate;
+    if (gate !== undefined) {
+      const address = this.#session.peer.address;
+      if (!gate.admit(address)) return this.shutdown(Reply.TOO_MANY_CONNECTIONS);
+      this.#socket?.once('close', () => gate.leave(address));
+    }
+    const context = internal?.tlsAfterProxy;
+    if (context !== undefined) return this.#wrapTLS(context);
+    this.#greet();
+    void this.#pump();
+  }
+
+  /** Implicit TLS begun after a PROXY header: handshake, then the greeting. */
+  #wrapTLS(context: SecureContext): void {
+    const raw = this.#socket!;
+    this.#unlisten(raw);
+    const preface = this.#tlsPreface;
+    this.#tlsPreface = null;
+    const secure = upgradeAfterPreface(raw, preface, context);
+    this.#socket = secure;
+    this.#listen(secure);
+    this.#handshake(secure, () => {
+      this.#greet();
+      void this.#pump();
+    });
+    secure.resume();
+  }
+
+  /** The handshake's deadline, and session.tls once it is done. */
+  #handshake(secure: TLSSocket, then: (() => void) | null): void {
+    const peer = this.#session.peer;
+    const timer = setTimeout(() => {
+      this.#logger.info(`${formatPeer(peer)} TLS handshake timed out`);
+      secure.destroy();
+    }, this.options.tlsHandshakeTimeout ?? DEFAULTS.tlsHandshakeTimeout);
+    secure.once('secure', () => {
+      clearTimeout(timer);
+      this.#session.tls = tlsInfo(secure);
+      then?.();
+    });
+    secure.once('close', () => clearTimeout(timer));
+  }
+
+  startTLS(): void {
+    const context = secureContextOf(this.options.tlsContext);
+    const raw = this.#socket;
+    if (context === null || raw === null) return;
+    // What the client pipelined behind STARTTLS came before the handshake: never run it
+    // (the STARTTLS command-injection class, CVE-2011-0411).
+    this.#framer.takeRest();
+    this.flush();
+    this.#unlisten(raw);
+    const secure = upgradeSocket(raw, context, this.options.tlsRequestCert === true);
+    this.#socket = secure;
+    this.#listen(secure);
+    // RFC 3207 §4.2: forget everything learnt from the client before TLS.
+    const { peer, proxyData } = this.#session;
+    const fresh = new Session(peer);
+    fresh.proxyData = proxyData;
+    this.replaceSession(fresh);
+    this.#handshake(secure, null);
+  }
+
+  replaceSession(session: Session): void {
+    this.#session = session;
+    this.resetTransaction();
+  }
+
+  /**
+   * A client's FIN means it is gone: what it pipelined and was not run yet never runs, so a
+   * client that vanishes mid-transaction delivers nothing. (Half-closing and still waiting for
+   * replies is not SMTP.)
+   */
+  onClose(): void {
+    this.#closing = true;
+    if (this.timeout > 0) idleSweep(this.timeout).delete(this);
+    this.#reader = null;
+    this.stopDataTimer();
+    this.abortStream('connection lost');
+    this.#lineWaiter?.(null);
+    if (this.#debugLogging) this.#logger.info(`${formatPeer(this.#session.peer)} disconnected`);
+    this.#onClosed?.(this.server, this.#tcpAddress);
+  }
+
+  onSocketError(error: Error): void {
+    if (this.#debugLogging) this.#logger.debug(`${formatPeer(this.#session.peer)} socket error: ${error.message}`);
+  }
+
+  /** Writes what is pending and closes. Called from a hook, it waits for the hook's reply. */
+  close(): void {
+    if (this.#busy) {
+      this.#closeRequested = true;
+      return;
+    }
+    this.#closeNow();
+  }
+
+  #closeNow(): void {
+    if (this.#socket === null || this.#closing) return;
+    this.#closing = true;
+    this.flush();
+    const socket = this.#socket;
+    socket.end();
+    // Read and drop what the client still sends, so it can see our FIN and close; but a client
+    // that never closes its side (or never stops sending) loses the socket soon after.
+    socket.resume();
+    const cut = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+    cut.unref();
+    socket.once('close', () => clearTimeout(cut));
+  }
+
+  /** Says 421 and closes: used by controllers on stop. */
+  shutdown(reply: string = Reply.SHUTDOWN): void {
+    if (this.#closing) return;
+    if (this.#busy && this.#lineWaiter === null) {
+      // A command is running (a handler storing a message, say): its own reply goes first, so a
+      // message the handler accepted is never answered 421 (the client would send it again).
+      this.#pendingShutdown ??= reply;
+      this.#closeRequested = true;
+      return;
+    }
+    this.push(reply);
+    this.#closeNow();
+  }
+
+  /**
+   * Graceful shutdown: a connection between transactions gets 421 now; one in a transaction
+   * finishes it (its body is read, its handler answers) and then gets 421.
+   */
+  drain(): void {
+    this.#draining = true;
+    if (!this.#busy && this.#betweenTransactions()) this.shutdown();
+  }
+
+  #betweenTransactions(): boolean {
+    return !this.inTransaction && this.#mode === Mode.Command && this.#bdat === null;
+  }
+
+  /** Drops the connection at once, without a reply. */
+  destroy(): void {
+    this.#socket?.destroy();
+  }
+
+  /** Called by the idle sweep after `timeout` ms without input or output. */
+  [ON_IDLE](): void {
+    // A slow hook is not an idle client.
+    if (this.#closing || (this.#busy && this.#lineWaiter === null)) return;
+    this.#logger.info(`${formatPeer(this.#session.peer)} timed out`);
+    this.shutdown(Reply.TIMEOUT);
+  }
+
+  // ---- input -----------------------------------------------------------------------------
+
+  onData(chunk: Buffer): void {
+    this[IDLE_TICKS] = 0;
+    if (this.#closing) return;
+    switch (this.#mode) {
+      case Mode.Proxy:
+        return this.#onProxyData(chunk);
+      case Mode.Data:
+        this.#feedBody(chunk);
+        break;
+      case Mode.Chunk:
+        this.#feedChunk(chunk);
+        break;
+      case Mode.Command:
+        this.#framer.push(chunk);
+    }
+    if (this.#lineWaiter !== null) {
+      const line = this.#framer.next();
+      if (line === null) return;
+      const waiter = this.#lineWaiter;
+      this.#lineWaiter = null;
+      this.#socket?.pause();
+      return waiter(line);
+    }
+    if (this.#busy) this.#socket?.pause();
+    else void this.#pump();
+  }
+
+  #feedBody(chunk: Buffer): void {
+    const reader = this.#reader!;
+    let rest: Buffer | null;
+    const past = this.#lineWatch?.see(chunk) ?? -1;
+    if (past < 0) {
+      rest = reader.push(chunk);
+    } else {
+      // The limit crossed first decides (552 for size, 500 for a line): read up to the line's
+      // excess, look at the size, then read on.
+      const head = reader.push(chunk.subarray(0, past));
+      if (head !== null) {
+        rest = Buffer.concat([head, chunk.subarray(past)]); // the body ended first: no long line in it
+      } else {
+        if (!reader.overflowed) this.#lineTooLong = true;
+        rest = reader.push(chunk.subarray(past));
+      }
+    }
+    if (reader.overflowed) this.#stream?.body.overflow(this.dataSizeLimit);
+    if (rest === null) return;
+    this.#reader = null;
+    this.#lineWatch = null;
+    this.#mode = Mode.Command;
+    const then = this.#afterBody!;
+    this.#afterBody = null;
+    const lineTooLong = this.#lineTooLong;
+    this.#lineTooLong = false;
+    if (lineTooLong) {
+      this.#finished = () => this.#refuseLongLine();
+    } else {
+      const ended: ReadBody = { content: reader.content(), overflowed: reader.overflowed, size: reader.size };
+      this.#finished = () => then(ended);
+    }
+    if (rest.length > 0) this.#framer.push(rest);
+  }
+
+  /** aiosmtpd's answer to a body with an over-long line, once the whole body is read. */
+  #refuseLongLine(): void {
+    const count = this.envelope.rcptTos.length;
+    this.stopDataTimer();
+    this.resetTransaction();
+    if (this.lmtp) for (let i = 0; i < count; i++) this.reply(Reply.DATA_LINE_TOO_LONG, false);
+    else this.reply(Reply.DATA_LINE_TOO_LONG, false);
+  }
+
+  #feedChunk(chunk: Buffer): void {
+    const reader = this.#chunk!;
+    const rest = reader.push(chunk);
+    if (reader.body.overflowed) this.#stream?.body.overflow(this.dataSizeLimit);
+    if (rest === null) return;
+    this.#chunk = null;
+    this.#mode = Mode.Command;
+    this.#finished = this.#afterChunk;
+    this.#afterChunk = null;
+    if (rest.length > 0) this.#framer.push(rest);
+  }
+
+  readData(onSegment: ((segment: Buffer) => void) | undefined, then: (body: ReadBody) => void | Promise<void>): void {
+    this.#mode = Mode.Data;
+    this.#afterBody = then;
+    this.#reader = new DataReader({ sizeLimit: this.dataSizeLimit, onSegment });
+    const limit = this.options.dataLineLimit ?? DEFAULTS.dataLineLimit;
+    this.#lineWatch = limit > 0 ? new LineLengthWatch(limit) : null;
+    const rest = this.#framer.takeRest();
+    if (rest.length > 0) this.#feedBody(rest);
+  }
+
+  readBody(then: (body: ReadBody) => void | Promise<void>): void {
+    this.readData(undefined, then);
+  }
+
+  readChunk(size: number, body: Body, then: () => void | Promise<void>): void {
+    this.#mode = Mode.Chunk;
+    this.#afterChunk = then;
+    this.#chunk = new ChunkReader(size, body);
+    this.#feedChunk(this.#framer.takeRest());
+  }
+
+  readLine(): Promise<Buffer | null> {
+    return this.#nextLine().then((line) => {
+      if (line === null || typeof line !== 'symbol') return line;
+      // A malformed continuation is still a line: its text is unknown, so it reads as empty.
+      return Buffer.alloc(0);
+    });
+  }
+
+  /** The next framed line, waiting for the client when none is buffered. */
+  #nextLine(): Promise<FramedLine | null> {
+    this.flush();
+    const line = this.#framer.next();
+    if (line !== null) return Promise.resolve(line);
+    return new Promise<FramedLine | null>((resolve) => {
+      this.#lineWaiter = resolve;
+      this.#socket?.resume();
+    });
+  }
+
+  /** For SASL: the raw framed line, so a malformed one can be told from an empty one. */
+  nextFramedLine(): Promise<FramedLine | null> {
+    return this.#nextLine();
+  }
+
+  /** Runs every complete command (and finished body) in order; one pump at a time. */
+  async #pump(): Promise<void> {
+    this.#busy = true;
+    try {
+      while (!this.#closing && !this.#closeRequested) {
+        const finished = this.#finished;
+        if (finished !== null) {
+          this.#finished = null;
+          const pending = finished();
+          if (pending !== undefined) await pending;
+          continue;
+        }
+        if (this.#mode !== Mode.Command) break;
+        if (this.#draining && this.#betweenTransactions()) {
+          this.shutdown();
+          break;
+        }
+        const line = this.#framer.next();
+        if (line === null) break;
+        // Commands whose hooks answer at once finish here: no promise, no microtask.
+        const pending = runLine(this, line);
+        if (pending !== undefined) await pending;
+      }
+    } catch (error) {
+      // Only a bug in the engine (or a custom command) lands here; the connection goes, the server lives on.
+      this.#logger.error('internal error', error);
+      this.#socket?.destroy();
+    } finally {
+      this.#busy = false;
+      if (this.#pendingShutdown !== null) this.push(this.#pendingShutdown);
+      if (this.#closeRequested) this.#closeNow();
+      else if (this.#draining && this.#betweenTransactions()) this.shutdown();
+      this.flush();
+      this.#maybeResume();
+    }
+  }
+
+  // ---- output ----------------------------------------------------------------------------
+
+  push(reply: string): void {
+    this.#out += reply + '\r\n';
+  }
+
+  flush(): void {
+    const text = this.#out;
+    this.#out = '';
+    const socket = this.#socket;
+    if (text === '' || socket === null || socket.destroyed) return;
+    this[IDLE_TICKS] = 0;
+    if (!socket.write(text) && !this.#closing) {
+      // A client that does not read its replies must not grow our memory: stop reading.
+      this.#waitingForDrain = true;
+      socket.pause();
+    }
+  }
+
+  onDrain(): void {
+    this.#waitingForDrain = false;
+    this.#maybeResume();
+  }
+
+  /** Reads on unless something holds input back: a pending hook, unread replies, a slow body stream. */
+  #maybeResume(): void {
+    if (this.#busy || this.#waitingForDrain || this.#closing || this.#stream?.body.holding) return;
+    this.#socket?.resume();
+  }
+
+  pauseInput(): void {
+    this.#socket?.pause();
+  }
+
+  resumeInput(): void {
+    this.#maybeResume();
+  }
+
+  /** Sends a reply to a command, counting errors toward the per-connection limit. */
+  reply(text: string, countsAsError = true): void {
+    this.push(text);
+    // RFC 5321 §3.8: 421 means the server closes, whoever chose the reply.
+    if (text.startsWith('421')) return this.close();
+    if (!countsAsError) return;
+    const c = text.charCodeAt(0);
+    if (c === 0x34 /* 4 */ || c === 0x35 /* 5 */) {
+      const max = this.options.maxErrors ?? DEFAULTS.maxErrors;
+      if (++this.#errorCount >= max && max > 0) this.shutdown(Reply.TOO_MANY_ERRORS);
+    }
+  }
+
+  resetErrorCounts(): void {
+    this.#errorCount = this.#unrecognizedCount = 0;
+  }
+
+  countAuthFailure(): number {
+    return ++this.#authFailures;
+  }
+
+  // ---- hooks -----------------------------------------------------------------------------
+
+  replyOf(call: () => MaybePromise<string>, enhanced = true, enhancedDefault?: string): string | Promise<string> {
+    return replyOf(this, call, enhanced, enhancedDefault);
+  }
+
+  hook<K extends ReplyHook>(name: K, args: HookArgs<K>, fallback: string, enhancedDefault?: string): string | Promise<string> {
+    const fn = this.handler[name] as ((...a: unknown[]) => MaybePromise<string>) | undefined;
+    if (fn === undefined) return fallback;
+    return replyOf(this, () => fn.call(this.handler, this.server, this.#session, this.envelope, ...args), true, enhancedDefault);
+  }
+
+  exceptionReply(error: unknown): Promise<string> {
+    return exceptionReply(this, error);
+  }
+
+  // ---- commands --------------------------------------------------------------------------
+
+  /** Spends one call of `verb` under commandCallLimit; false when none is left. */
+  spendCall(verb: string): boolean {
+    const limit = this.options.commandCallLimit;
+    if (limit === undefined || limit === false) return true;
+    const budgets = (this.#callBudget ??= new Map());
+    const budget = budgets.get(verb) ?? callLimitOf(limit, verb);
+    if (budget < 1) return false;
+    budgets.set(verb, budget - 1);
+    return true;
+  }
+
+  logCommand(shown: string): void {
+    if (this.#debugLogging) this.#logger.debug(`${formatPeer(this.#session.peer)} >> ${shown}`);
+  }
+
+  get logsCommands(): boolean {
+    return this.#debugLogging;
+  }
+
+  unknown(verb: string): void {
+    const max = this.options.maxUnrecognizedCommands ?? DEFAULTS.maxUnrecognizedCommands;
+    if (++this.#unrecognizedCount >= max && max > 0) return this.shutdown(Reply.TOO_MANY_UNRECOGNIZED);
+    this.reply(unrecognized(verb));
+  }
+
+  resetTransaction(): void {
+    const env = this.#envelope;
+    // A new envelope only when this one was used (a handler may have kept it from EHLO).
+    if (env !== null && (env.mailFrom !== null || env.rcptTos.length > 0 || env.content !== null || env.mailParams.length > 0)) {
+      this.#envelope = null;
+    }
+    this.#bdat = null;
+    this.stopDataTimer();
+    this.abortStream('transaction aborted');
+  }
+
+  /** One timer per transaction, not per line: armed when the body starts. */
+  startDataTimer(): void {
+    const ms = this.options.dataTimeout ?? DEFAULTS.dataTimeout;
+    if (ms <= 0 || this.#dataTimer !== null) return;
+    this.#dataTimer = setTimeout(() => {
+      this.#dataTimer = null;
+      this.#logger.info(`${formatPeer(this.#session.peer)} message transfer took longer than ${ms} ms`);
+      this.shutdown(Reply.DATA_TIMEOUT);
+    }, ms);
+    this.#dataTimer.unref();
+  }
+
+  stopDataTimer(): void {
+    if (this.#dataTimer === null) return;
+    clearTimeout(this.#dataTimer);
+    this.#dataTimer = null;
+  }
+
+  abortStream(why: string): void {
+    const stream = this.#stream;
+    if (stream === null) return;
+    this.#stream = null;
+    if (!stream.body.readable.destroyed) stream.body.readable.destroy(new Error(why));
+    stream.body.handlerSettled();
+  }
+
+  logError(message: string, error: unknown): void {
+    this.#logger.error(`${formatPeer(this.#session.peer)} ${message}`, error);
+  }
+}
+
+function callLimitOf(limit: true | number | Record<string, number>, verb: string): number {
+  if (limit === true) return DEFAULTS.callLimit;
+  if (typeof limit === 'number') return limit;
+  for (const [k, v] of Object.entries(limit)) if (k.toUpperCase() === verb) return v;
+  return limit['*'] ?? DEFAULTS.callLimit;
+}
