@@ -135,6 +135,8 @@ export class Connection implements EngineContext, Idler {
   #unrecognizedCount = 0;
   #errorCount = 0;
   #authFailures = 0;
+  /** RCPTs past maxRecipients in this transaction. */
+  #overshoot = 0;
   #xclientOK: boolean | null = null;
   #callBudget: Map<string, number> | null = null;
   /** Set while a command waits for the client's next line. */
@@ -680,6 +682,10 @@ export class Connection implements EngineContext, Idler {
     this.#errorCount = this.#unrecognizedCount = 0;
   }
 
+  overshoot(): boolean {
+    return ++this.#overshoot > (this.options.recipientOvershootLimit ?? DEFAULTS.recipientOvershootLimit);
+  }
+
   countAuthFailure(): number {
     return ++this.#authFailures;
   }
@@ -734,6 +740,7 @@ export class Connection implements EngineContext, Idler {
       this.#envelope = null;
     }
     this.#bdat = null;
+    this.#overshoot = 0;
     this.stopDataTimer();
     this.abortStream('transaction aborted');
   }

@@ -59,6 +59,12 @@ export interface SMTPOptions {
   /** Recipients per message; past it RCPT gets 452 (RFC 5321 §4.5.3.1.8). Default 1000. */
   maxRecipients?: number;
   /**
+   * RCPTs past `maxRecipients` (per transaction) whose 452 does not count toward `maxErrors`
+   * (Postfix's smtpd_recipient_overshoot_limit), so a client with many recipients can deliver
+   * to the accepted ones and send the rest later (RFC 5321 §4.5.3.1.10). Default 1000.
+   */
+  recipientOvershootLimit?: number;
+  /**
    * Verbs that end the session at once with 421 (Postfix's smtpd_forbidden_commands): an HTTP
    * request sent to the SMTP port (cross-protocol attacks) must not get to run its body as
    * commands. Default ['CONNECT', 'GET', 'POST'].
@@ -121,6 +127,7 @@ export const DEFAULTS = {
   maxUnrecognizedCommands: 5,
   maxErrors: 20,
   maxRecipients: 1000,
+  recipientOvershootLimit: 1000,
   callLimit: 20,
   tlsHandshakeTimeout: 30_000,
   maxAuthFailures: 3,
