@@ -27,7 +27,7 @@ import { Reply, unrecognized } from './replies.js';
 import { Envelope, Session, formatPeer } from './session.js';
 import { peerOf, proxiedPeer } from './peer.js';
 import { parseProxyHeader, type ProxyData } from './proxy-protocol.js';
-import { IDLE_TICKS, ON_IDLE, idleSweep, type Idler } from './idle-sweep.js';
+import { IDLE_TICKS, ON_IDLE, STRESS_TICKS, idleSweep, type Idler } from './idle-sweep.js';
 import { allowListOf } from './xclient.js';
 import type { BodyState, EngineContext, HookArgs, ReadBody, ReplyHook } from './context.js';
 import { runLine, type CommandTable } from './commands/dispatch.js';
@@ -43,6 +43,7 @@ function defaultHostname(): string {
 const CLOSE_GRACE_MS = 5000;
 /** RFC 4954 §4: an AUTH line with an initial response may reach 12288 octets. */
 const LONGEST_LINE = 12_288;
+const LF = 0x0a;
 
 const silentLogger: Logger = {
   debugEnabled: false,
@@ -143,8 +144,12 @@ export class Connection implements EngineContext, Idler {
   #lineWaiter: ((line: FramedLine | null) => void) | null = null;
   #onClosed: Closed | null = null;
   #tcpAddress = '';
-  /** @internal Idle sweeps since the last input or output (idle-sweep.ts). */
+  /** @internal Idle sweeps since the last complete line in or reply out (idle-sweep.ts). */
   [IDLE_TICKS] = 0;
+  [STRESS_TICKS] = 0;
+  /** The controller's stress gauge, and the timeout under stress (0: none). */
+  readonly #stress: { readonly active: boolean } | null;
+  readonly #stressTimeout: number;
 
   constructor(server: SMTPServer, handler: Handler, options: SMTPOptions, table: CommandTable, lmtp: boolean) {
     this.server = server;
@@ -163,6 +168,19 @@ export class Connection implements EngineContext, Idler {
     this.#debugLogging = this.#logger.debugEnabled !== false;
     const base = options.commandSizeLimit ?? DEFAULTS.commandSizeLimit;
     this.#framer = new CommandFramer(Math.max(base, LONGEST_LINE));
+    this.#stress = options[INTERNAL]?.stress ?? null;
+    const stressTimeout = options.stressTimeout ?? DEFAULTS.stressTimeout;
+    const shorter = stressTimeout > 0 && (this.timeout <= 0 || stressTimeout < this.timeout);
+    this.#stressTimeout = this.#stress !== null && shorter ? stressTimeout : 0;
+  }
+
+  get #stressed(): boolean {
+    return this.#stress?.active === true;
+  }
+
+  /** A complete line came in or a reply went out: the idle clocks start over. */
+  #active(): void {
+    this[IDLE_TICKS] = this[STRESS_TICKS] = 0;
   }
 
   get session(): Session {
@@ -227,6 +245,7 @@ export class Connection implements EngineContext, Idler {
     socket.setNoDelay(true);
     this.#listen(socket);
     if (this.timeout > 0) idleSweep(this.timeout).add(this);
+    if (this.#stressTimeout > 0) idleSweep(this.#stressTimeout, true).add(this);
     socket.on('close', onSocketClose);
     // Implicit TLS (RFC 8314): the handshake is done before the greeting.
     if (socket instanceof TLSSocket && socket.encrypted) this.#session.tls = tlsInfo(socket);
@@ -385,6 +404,7 @@ export class Connection implements EngineContext, Idler {
   onClose(): void {
     this.#closing = true;
     if (this.timeout > 0) idleSweep(this.timeout).delete(this);
+    if (this.#stressTimeout > 0) idleSweep(this.#stressTimeout, true).delete(this);
     this.#reader = null;
     this.stopDataTimer();
     this.abortStream('connection lost');
@@ -452,18 +472,26 @@ export class Connection implements EngineContext, Idler {
     this.#socket?.destroy();
   }
 
-  /** Called by the idle sweep after `timeout` ms without input or output. */
-  [ON_IDLE](): void {
+  /**
+   * Called by the idle sweep after `timeout` ms (the stress sweep: `stressTimeout` ms) without a
+   * complete line in or a reply out.
+   */
+  [ON_IDLE](stress: boolean): boolean {
+    if (stress && !this.#stressed) return false;
     // A slow hook is not an idle client.
-    if (this.#closing || (this.#busy && this.#lineWaiter === null)) return;
-    this.#logger.info(`${formatPeer(this.#session.peer)} timed out`);
+    if (this.#closing || (this.#busy && this.#lineWaiter === null)) return true;
+    this.#logger.info(`${formatPeer(this.#session.peer)} timed out${stress ? ' (under stress)' : ''}`);
     this.shutdown(Reply.TIMEOUT);
+    return true;
   }
 
   // ---- input -----------------------------------------------------------------------------
 
   onData(chunk: Buffer): void {
-    this[IDLE_TICKS] = 0;
+    // Per record, not per byte: a client trickling a byte at a time must still finish a line
+    // within the timeout (an LF ends a command line and a body line; BDAT's binary has them too,
+    // and the data timeout bounds the whole body). A TLS socket gives whole records only.
+    if (chunk.indexOf(LF) >= 0) this.#active();
     if (this.#closing) return;
     switch (this.#mode) {
       case Mode.Proxy:
@@ -638,7 +666,7 @@ export class Connection implements EngineContext, Idler {
     this.#out = '';
     const socket = this.#socket;
     if (text === '' || socket === null || socket.destroyed) return;
-    this[IDLE_TICKS] = 0;
+    this.#active();
     if (!socket.write(text) && !this.#closing) {
       // A client that does not read its replies must not grow our memory: stop reading.
       this.#waitingForDrain = true;
@@ -673,7 +701,8 @@ export class Connection implements EngineContext, Idler {
     if (!countsAsError) return;
     const c = text.charCodeAt(0);
     if (c === 0x34 /* 4 */ || c === 0x35 /* 5 */) {
-      const max = this.options.maxErrors ?? DEFAULTS.maxErrors;
+      const o = this.options;
+      const max = this.#stressed ? (o.stressMaxErrors ?? DEFAULTS.stressMaxErrors) : (o.maxErrors ?? DEFAULTS.maxErrors);
       if (++this.#errorCount >= max && max > 0) this.shutdown(Reply.TOO_MANY_ERRORS);
     }
   }
