@@ -44,6 +44,8 @@ const CLOSE_GRACE_MS = 5000;
 /** RFC 4954 §4: an AUTH line with an initial response may reach 12288 octets. */
 const LONGEST_LINE = 12_288;
 const LF = 0x0a;
+/** Octets of one over-long command line that are read and dropped before the connection is closed. */
+const MAX_DISCARD = 1_048_576;
 
 const silentLogger: Logger = {
   debugEnabled: false,
@@ -136,6 +138,8 @@ export class Connection implements EngineContext, Idler {
   #unrecognizedCount = 0;
   #errorCount = 0;
   #authFailures = 0;
+  /** Octets dropped of the over-long command line being read now. */
+  #discarded = 0;
   /** RCPTs past maxRecipients in this transaction. */
   #overshoot = 0;
   #xclientOK: boolean | null = null;
@@ -426,7 +430,19 @@ export class Connection implements EngineContext, Idler {
     this.#closeNow();
   }
 
-  #closeNow(): void {
+  /**
+   * Dropping input costs the socket's read buffers until the GC frees them, so a command line
+   * (or AUTH response) this long is not read to its end: 421, and nothing more is read.
+   */
+  #refuseEndlessLine(): void {
+    this.#logger.info(`${formatPeer(this.#session.peer)} command line longer than ${MAX_DISCARD} octets`);
+    // A running hook's reply goes first; the socket is paused meanwhile.
+    if (this.#busy && this.#lineWaiter === null) return this.shutdown(Reply.LINE_FAR_TOO_LONG);
+    this.push(Reply.LINE_FAR_TOO_LONG);
+    this.#closeNow(false);
+  }
+
+  #closeNow(readOn = true): void {
     if (this.#socket === null || this.#closing) return;
     this.#closing = true;
     this.flush();
@@ -434,7 +450,8 @@ export class Connection implements EngineContext, Idler {
     socket.end();
     // Read and drop what the client still sends, so it can see our FIN and close; but a client
     // that never closes its side (or never stops sending) loses the socket soon after.
-    socket.resume();
+    if (readOn) socket.resume();
+    else socket.pause();
     const cut = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
     cut.unref();
     socket.once('close', () => clearTimeout(cut));
@@ -503,7 +520,11 @@ export class Connection implements EngineContext, Idler {
         this.#feedChunk(chunk);
         break;
       case Mode.Command:
+        if (this.#framer.discarding && chunk.indexOf(LF) < 0 && (this.#discarded += chunk.length) > MAX_DISCARD) {
+          return this.#refuseEndlessLine();
+        }
         this.#framer.push(chunk);
+        if (!this.#framer.discarding) this.#discarded = 0;
     }
     if (this.#lineWaiter !== null) {
       const line = this.#framer.next();
