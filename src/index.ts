@@ -29,7 +29,7 @@ export { SizeLimitExceeded } from './body-stream.js';
 export { Message, AsyncMessage, type ParsedMail, type SimpleParserOptions } from './handlers/message.js';
 export { Proxy, type ProxyOptions } from './handlers/proxy.js';
 export { JetStream, type JetStreamOptions } from './handlers/jetstream.js';
-export type { NatsOptions } from './handlers/jetstream-connection.js';
+export type { NatsOptions } from './handlers/jetstream-options.js';
 export { decodeRecord, type MailRecord, type SessionFacts } from './handlers/jetstream-record.js';
 export {
   startJetStreamWorker,
