@@ -29,3 +29,9 @@ export {
 export { htpasswdAuthenticator, loadHtpasswd, parseHtpasswd, verifyPassword } from './htpasswd.js';
 export { parseProxyHeader, type ProxyData, type ProxyTLV, type ProxyParse } from './proxy-protocol.js';
 export type { XClientData } from './xclient.js';
+export { Capture, type CaptureOptions } from './capture/capture.js';
+export { Inbox, IsolatedInbox, CaptureTimeoutError, type WaitOptions } from './capture/inbox.js';
+export { CapturedMessage, type CapturedSession, type CapturedEnvelope, type AddressEntry } from './capture/message.js';
+export type { Match, MatchSpec, TextMatch } from './capture/match.js';
+export type { CodeOptions } from './capture/text.js';
+export { htmlToText, extractLinks, findCode } from './capture/text.js';

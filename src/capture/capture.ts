@@ -1,0 +1,89 @@
+/**
+ * Capture: a handler that keeps every message it is given, for test suites (`capture.inbox`)
+ * and for the dev mail catcher (`tsmtpd -c Capture --http ...`). Built on the public handler
+ * API only: the body arrives through handleDATAStream, so the fault rules can cut it mid-way.
+ */
+import type { Readable } from 'node:stream';
+import type { SimpleParserOptions } from 'mailparser';
+import { UsageError, type Handler, type SMTPServer } from '../handler.js';
+import { DEFAULT_PARSER_OPTIONS, loadParser } from '../handlers/message.js';
+import type { Envelope, Session } from '../session.js';
+import { Inbox } from './inbox.js';
+import { CapturedMessage, tlsSummary, type CapturedSession } from './message.js';
+import { MessageStore, type StoreLimits } from './store.js';
+
+export interface CaptureOptions extends StoreLimits {
+  /** Passed to mailparser: DEFAULT_PARSER_OPTIONS, then these. */
+  parserOptions?: SimpleParserOptions;
+}
+
+/** The AUTH login of a session, when the authenticator kept it (the default keeps the login name). */
+function authUser(session: Session): string | null {
+  if (!session.authenticated) return null;
+  const data = session.authData;
+  if (typeof data === 'string') return data;
+  if (typeof data === 'object' && data !== null && typeof (data as { login?: unknown }).login === 'string') {
+    return (data as { login: string }).login;
+  }
+  return null;
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+export class Capture implements Handler {
+  readonly store: MessageStore;
+  /** Every captured message; `inbox.isolate()` and `inbox.forRecipient()` give narrower views. */
+  readonly inbox: Inbox;
+  readonly parserOptions: SimpleParserOptions;
+  /** SMTP messages accepted and refused since start (Mailpit's RuntimeStats). */
+  readonly stats = { accepted: 0, acceptedBytes: 0, rejected: 0 };
+
+  constructor(options: CaptureOptions = {}) {
+    this.store = new MessageStore(options);
+    this.inbox = new Inbox(this.store);
+    this.parserOptions = { ...DEFAULT_PARSER_OPTIONS, ...options.parserOptions };
+  }
+
+  /** `-c Capture`: no positional arguments (the CLI's --http and --capture-* options configure it). */
+  static fromCli(...args: string[]): Capture {
+    if (args.length > 0) throw new UsageError('Capture takes no positional arguments');
+    return new Capture();
+  }
+
+  async handleDATAStream(server: SMTPServer, session: Session, envelope: Envelope, stream: Readable): Promise<string | string[]> {
+    const raw = await readAll(stream);
+    const message = await this.capture(raw, {
+      mailFrom: envelope.mailFrom ?? '',
+      rcptTos: [...envelope.rcptTos],
+      mailOptions: { ...envelope.mailOptions },
+      rcptOptions: envelope.rcptOptions.map((o) => ({ ...o })),
+    }, {
+      peer: { ...session.peer },
+      heloName: session.hostName,
+      tls: tlsSummary(session.tls),
+      authUser: authUser(session),
+      lmtp: server.lmtp,
+    });
+    const reply = message === null ? '250 2.0.0 Ok: discarded (its isolated inbox is closed)' : `250 2.0.0 Ok: queued as ${message.id}`;
+    return server.lmtp ? envelope.rcptTos.map(() => reply) : reply;
+  }
+
+  /**
+   * Parses and stores a message as if it had arrived over SMTP (the HTTP API's send uses it).
+   * Returns null for mail addressed only to closed isolated inboxes, which is not kept.
+   */
+  async capture(raw: Buffer, envelope: CapturedMessage['envelope'], session: CapturedSession): Promise<CapturedMessage | null> {
+    if (this.store.isOrphan(envelope.rcptTos)) return null;
+    const parse = await loadParser();
+    const parsed = await parse(raw, this.parserOptions);
+    const message = new CapturedMessage({ envelope, session, raw, parsed });
+    this.stats.accepted++;
+    this.stats.acceptedBytes += raw.length;
+    this.store.add(message);
+    return message;
+  }
+}
