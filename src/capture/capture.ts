@@ -9,6 +9,7 @@ import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import { DEFAULT_PARSER_OPTIONS, loadParser } from '../handlers/message.js';
 import type { Envelope, Session } from '../session.js';
 import { Inbox } from './inbox.js';
+import { tagsFromHeader } from './mailpit-json.js';
 import { CapturedMessage, tlsSummary, type CapturedSession } from './message.js';
 import { MessageStore, type StoreLimits } from './store.js';
 
@@ -81,6 +82,7 @@ export class Capture implements Handler {
     const parse = await loadParser();
     const parsed = await parse(raw, this.parserOptions);
     const message = new CapturedMessage({ envelope, session, raw, parsed });
+    message.tags = tagsFromHeader(message);
     this.stats.accepted++;
     this.stats.acceptedBytes += raw.length;
     this.store.add(message);

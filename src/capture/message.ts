@@ -4,7 +4,7 @@
  * text). Built once the body is in; only `read` and `tags` change afterwards.
  */
 import { randomBytes } from 'node:crypto';
-import type { AddressObject, ParsedMail } from 'mailparser';
+import type { AddressObject, Attachment, ParsedMail } from 'mailparser';
 import type { MailOptions, Peer, RcptOptions, TLSInfo } from '../session.js';
 import { extractLinks, findCode, htmlToText, type CodeOptions } from './text.js';
 
@@ -54,6 +54,11 @@ export function addressesOf(header: AddressObject | AddressObject[] | undefined)
   };
   for (const object of Array.isArray(header) ? header : [header]) walk(object.value);
   return out;
+}
+
+/** An inline part (shown in the HTML, Mailpit's "Inline") rather than an attachment to download. */
+export function isInline(a: Attachment): boolean {
+  return a.contentDisposition === 'inline' || a.related === true;
 }
 
 export class CapturedMessage {
