@@ -13,6 +13,7 @@ import { headers, message, partId, summary } from './mailpit-json.js';
 import type { CapturedMessage } from './message.js';
 import { relayMessage, type RelayOptions } from './relay.js';
 import { compileSearch } from './search.js';
+import { APP_CSS, APP_JS, INDEX_HTML, UI_POLICY } from './ui-assets.js';
 import { renderHTML, renderText } from './view.js';
 
 export interface ApiOptions {
@@ -301,6 +302,9 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
   ['GET', /^\/view\/([^/]+)\.html$/, (ctx) => renderHTML(ctx.res, lookup(ctx), ctx.url.searchParams.get('remote') === '1')],
   ['GET', /^\/view\/([^/]+)\.txt$/, (ctx) => renderText(ctx.res, lookup(ctx))],
   ['GET', /^\/(livez|readyz)$/, (ctx) => sendOK(ctx.res)],
+  ['GET', /^\/$/, (ctx) => send(ctx.res, 200, 'text/html; charset=utf-8', INDEX_HTML, { 'Content-Security-Policy': UI_POLICY })],
+  ['GET', /^\/ui\/app\.js$/, (ctx) => send(ctx.res, 200, 'text/javascript; charset=utf-8', APP_JS)],
+  ['GET', /^\/ui\/app\.css$/, (ctx) => send(ctx.res, 200, 'text/css; charset=utf-8', APP_CSS)],
 ];
 
 function retag(ctx: RequestContext, from: string, to: string | null): void {
