@@ -24,7 +24,6 @@ import {
   CAPTURE_HELP,
   CAPTURE_OPTION_NAMES,
   CaptureOptionError,
-  acceptAnyAuthenticator,
   captureOption,
   defaultCaptureOptions,
   startCaptureHttp,
@@ -409,12 +408,14 @@ async function main(argv: string[]): Promise<number> {
       } catch (error) {
         throw new CliError((error as Error).message);
       }
-      authenticator = htpasswdAuthenticator(args.authFile, { reloadOnChange: true });
+      const fromFile = htpasswdAuthenticator(args.authFile, { reloadOnChange: true });
+      // Capture puts its AUTH fault rules in front.
+      authenticator = handler instanceof Capture ? handler.authenticator(fromFile) : fromFile;
     } else if (args.capture.acceptAnyAuth) {
       if (starttls === undefined && smtps === undefined && !args.capture.authAllowInsecure) {
         throw new CliError('--auth-accept-any needs --tlscert/--tlskey, --smtpscert/--smtpskey or --auth-allow-insecure');
       }
-      authenticator = acceptAnyAuthenticator;
+      if (handler instanceof Capture) authenticator = handler.authenticator();
     } else if (args.authRequired) {
       throw new CliError('--auth-required needs --auth-file or --auth-accept-any');
     }

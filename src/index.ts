@@ -29,7 +29,10 @@ export {
 export { htpasswdAuthenticator, loadHtpasswd, parseHtpasswd, verifyPassword } from './htpasswd.js';
 export { parseProxyHeader, type ProxyData, type ProxyTLV, type ProxyParse } from './proxy-protocol.js';
 export type { XClientData } from './xclient.js';
-export { Capture, type CaptureOptions } from './capture/capture.js';
+export { Capture, acceptAnyAuthenticator, type CaptureOptions } from './capture/capture.js';
+export { Faults, parseFaultSpec, FaultSyntaxError, type FaultRule, type FaultStage, type FaultAction, type ChaosTriggers, type ChaosTrigger } from './capture/faults.js';
+export { CaptureHttpServer, type CaptureHttpOptions } from './capture/http.js';
+export type { RelayOptions } from './capture/relay.js';
 export { Inbox, IsolatedInbox, CaptureTimeoutError, type WaitOptions } from './capture/inbox.js';
 export { CapturedMessage, type CapturedSession, type CapturedEnvelope, type AddressEntry } from './capture/message.js';
 export type { Match, MatchSpec, TextMatch } from './capture/match.js';

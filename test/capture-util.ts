@@ -56,7 +56,8 @@ export function get(url: string, init: RequestInit = {}): Promise<Response> {
 export async function json<T = unknown>(url: string, init: RequestInit = {}): Promise<{ status: number; body: T; headers: Headers }> {
   const res = await get(url, init);
   const text = await res.text();
-  return { status: res.status, body: (text === '' ? null : JSON.parse(text)) as T, headers: res.headers };
+  const isJSON = (res.headers.get('content-type') ?? '').startsWith('application/json');
+  return { status: res.status, body: (isJSON ? JSON.parse(text) : text) as T, headers: res.headers };
 }
 
 export function jsonBody(method: string, value: unknown): RequestInit {

@@ -13,6 +13,7 @@ import { headers, message, partId, summary } from './mailpit-json.js';
 import type { CapturedMessage } from './message.js';
 import { relayMessage, type RelayOptions } from './relay.js';
 import { compileSearch } from './search.js';
+import { checkRule, FaultSyntaxError, ruleToJSON } from './faults.js';
 import { APP_CSS, APP_JS, INDEX_HTML, UI_POLICY } from './ui-assets.js';
 import { renderHTML, renderText } from './view.js';
 
@@ -215,6 +216,34 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
       sendJSON(ctx.res, { ID: m.id });
     },
   ],
+  ['GET', /^\/api\/v1\/chaos$/, (ctx) => sendJSON(ctx.res, ctx.capture.faults.chaos)],
+  [
+    'PUT',
+    /^\/api\/v1\/chaos$/,
+    async (ctx) => {
+      const triggers = await body(ctx);
+      sendJSON(ctx.res, faultInput(() => ctx.capture.faults.setChaos(triggers)));
+    },
+  ],
+  ['GET', /^\/api\/v1\/faults$/, (ctx) => sendJSON(ctx.res, ctx.capture.faults.rules.map(ruleToJSON))],
+  [
+    'PUT',
+    /^\/api\/v1\/faults$/,
+    async (ctx) => {
+      const rules = await readJSON(ctx.req, ctx.options.maxBody);
+      if (!Array.isArray(rules)) throw new HttpError(400, 'the body must be an array of fault rules');
+      faultInput(() => ctx.capture.faults.set(rules.map(checkRule)));
+      sendJSON(ctx.res, ctx.capture.faults.rules.map(ruleToJSON));
+    },
+  ],
+  [
+    'DELETE',
+    /^\/api\/v1\/faults$/,
+    (ctx) => {
+      ctx.capture.faults.clear();
+      sendOK(ctx.res);
+    },
+  ],
   ['GET', /^\/api\/v1\/tags$/, (ctx) => sendJSON(ctx.res, allTags(ctx.capture))],
   [
     'PUT',
@@ -306,6 +335,16 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
   ['GET', /^\/ui\/app\.js$/, (ctx) => send(ctx.res, 200, 'text/javascript; charset=utf-8', APP_JS)],
   ['GET', /^\/ui\/app\.css$/, (ctx) => send(ctx.res, 200, 'text/css; charset=utf-8', APP_CSS)],
 ];
+
+/** Runs a change to the fault rules; a rule that does not check out is the client's 400. */
+function faultInput<T>(change: () => T): T {
+  try {
+    return change();
+  } catch (error) {
+    if (error instanceof FaultSyntaxError) throw new HttpError(400, error.message);
+    throw error;
+  }
+}
 
 function retag(ctx: RequestContext, from: string, to: string | null): void {
   const old = from.toLowerCase();

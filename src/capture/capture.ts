@@ -4,10 +4,14 @@
  * API only: the body arrives through handleDATAStream, so the fault rules can cut it mid-way.
  */
 import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { AuthData, AuthResult, Authenticator } from '../auth.js';
 import type { SimpleParserOptions } from 'mailparser';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import { DEFAULT_PARSER_OPTIONS, loadParser } from '../handlers/message.js';
-import type { Envelope, Session } from '../session.js';
+import { Reply } from '../replies.js';
+import type { Envelope, MailOptions, RcptOptions, Session } from '../session.js';
+import { Faults, type FaultStage } from './faults.js';
 import { Inbox } from './inbox.js';
 import { tagsFromHeader } from './mailpit-json.js';
 import { CapturedMessage, tlsSummary, type CapturedSession } from './message.js';
@@ -35,6 +39,22 @@ async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** Any login, any password: the development default (Mailpit's --smtp-auth-accept-any). */
+export const acceptAnyAuthenticator: Authenticator = (_server, _session, _envelope, _mechanism, data) => ({ success: true, authData: data.login });
+
+/** The reply a dropped connection's hook settles with, should the engine still be listening. */
+const DROPPED = '421 4.4.2 Connection dropped (fault rule)';
+
+/**
+ * Cuts the connection now, mid-command. SMTPServer's close() waits for the pending reply, which
+ * is not a drop; the SMTP class has destroy(), which the hook interface does not declare yet.
+ */
+function dropConnection(server: SMTPServer): void {
+  const destroy = (server as SMTPServer & { destroy?: () => void }).destroy;
+  if (typeof destroy === 'function') destroy.call(server);
+  else server.close();
+}
+
 export class Capture implements Handler {
   readonly store: MessageStore;
   /** Every captured message; `inbox.isolate()` and `inbox.forRecipient()` give narrower views. */
@@ -42,6 +62,8 @@ export class Capture implements Handler {
   readonly parserOptions: SimpleParserOptions;
   /** SMTP messages accepted and refused since start (Mailpit's RuntimeStats). */
   readonly stats = { accepted: 0, acceptedBytes: 0, rejected: 0 };
+  /** Fault rules and Mailpit's chaos triggers, applied at MAIL, RCPT, DATA and (through authenticator()) AUTH. */
+  readonly faults = new Faults();
 
   constructor(options: CaptureOptions = {}) {
     this.store = new MessageStore(options);
@@ -55,7 +77,47 @@ export class Capture implements Handler {
     return new Capture();
   }
 
+  /** A fault's reply, or null to go on (after its delay, if it is one). A drop cuts the connection. */
+  private async fault(server: SMTPServer, stage: FaultStage, addresses: readonly string[], stream?: Readable): Promise<string | null> {
+    const action = this.faults.check(stage, addresses);
+    if (action === null) return null;
+    if ('delay' in action) {
+      await sleep(action.delay);
+      return null;
+    }
+    if ('reply' in action) {
+      this.stats.rejected++;
+      return action.reply;
+    }
+    // Mid-DATA: let the first bytes of the body arrive, then cut.
+    if (stream !== undefined) await new Promise<void>((resolve) => stream.once('data', () => resolve()).once('end', resolve).once('error', () => resolve()));
+    dropConnection(server);
+    return DROPPED;
+  }
+
+  async handleMAIL(server: SMTPServer, _session: Session, _envelope: Envelope, address: string, _options: MailOptions): Promise<string> {
+    return (await this.fault(server, 'MAIL', [address])) ?? Reply.MAIL_OK;
+  }
+
+  async handleRCPT(server: SMTPServer, _session: Session, _envelope: Envelope, address: string, _options: RcptOptions): Promise<string> {
+    return (await this.fault(server, 'RCPT', [address])) ?? Reply.RCPT_OK;
+  }
+
+  /**
+   * An authenticator with the AUTH fault rules and chaos in front of `inner` (default: accept
+   * any credentials). Pass it as the server's `authenticator` option.
+   */
+  authenticator(inner: Authenticator = acceptAnyAuthenticator): Authenticator {
+    return async (server, session, envelope, mechanism, data: AuthData): Promise<AuthResult | boolean> => {
+      const reply = await this.fault(server, 'AUTH', [data.login]);
+      if (reply !== null) return { success: false, message: reply };
+      return inner(server, session, envelope, mechanism, data);
+    };
+  }
+
   async handleDATAStream(server: SMTPServer, session: Session, envelope: Envelope, stream: Readable): Promise<string | string[]> {
+    const refused = await this.fault(server, 'DATA', envelope.rcptTos, stream);
+    if (refused !== null) return server.lmtp ? envelope.rcptTos.map(() => refused) : refused;
     const raw = await readAll(stream);
     const message = await this.capture(raw, {
       mailFrom: envelope.mailFrom ?? '',

@@ -3,9 +3,9 @@
  * authentication, the relay for release, AUTH accept-any for development, and storage limits.
  * src/cli.ts parses them through captureOption() and starts the HTTP side with startCaptureHttp().
  */
-import type { Authenticator } from '../auth.js';
 import { loadHtpasswd, verifyPassword } from '../htpasswd.js';
 import type { Capture } from './capture.js';
+import { FaultSyntaxError, parseFaultSpec, type FaultRule } from './faults.js';
 import { CaptureHttpServer } from './http.js';
 import type { RelayOptions } from './relay.js';
 
@@ -19,6 +19,7 @@ export interface CaptureCliOptions {
   maxMessages: number;
   maxBytes: number;
   label: string;
+  faults: FaultRule[];
   /** Some capture option was given (so -c must be Capture). */
   given: boolean;
 }
@@ -34,6 +35,10 @@ capture options (with -c Capture):
   --max-messages N      Keep at most N messages, pruning the oldest. Default 500; 0: no limit.
   --max-size BYTES      Keep at most this many bytes of messages, oldest out first. Default 0 (none).
   --label TEXT          A name for this instance in the web UI.
+  --fault RULE          A fault to inject, STAGE[/MATCH][#N][%PERCENT] ACTION with STAGE one of
+                        MAIL RCPT DATA AUTH and ACTION a reply ('550 5.1.1 No such user'),
+                        delay=MS or drop; e.g. 'RCPT/*@bad.example 550 No', 'DATA#3 drop'.
+                        May be repeated; the first rule that fires decides.
 `;
 
 export function defaultCaptureOptions(): CaptureCliOptions {
@@ -47,6 +52,7 @@ export function defaultCaptureOptions(): CaptureCliOptions {
     maxMessages: 500,
     maxBytes: 0,
     label: '',
+    faults: [],
     given: false,
   };
 }
@@ -75,6 +81,7 @@ export const CAPTURE_OPTION_NAMES: Record<string, 'none' | 'required' | 'optiona
   'max-messages': 'required',
   'max-size': 'required',
   label: 'required',
+  fault: 'required',
 };
 
 export function captureOption(options: CaptureCliOptions, name: string, value: string | undefined): void {
@@ -104,11 +111,17 @@ export function captureOption(options: CaptureCliOptions, name: string, value: s
     case 'label':
       options.label = value!;
       return;
+    case 'fault':
+      try {
+        options.faults.push(parseFaultSpec(value!));
+      } catch (error) {
+        if (error instanceof FaultSyntaxError) throw new CaptureOptionError(`argument --fault: ${error.message}`);
+        throw error;
+      }
+      return;
   }
 }
 
-/** Any login, any password: for a development catcher, as Mailpit's --smtp-auth-accept-any. */
-export const acceptAnyAuthenticator: Authenticator = (_server, _session, _envelope, _mechanism, data) => ({ success: true, authData: data.login });
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
@@ -116,6 +129,7 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 export async function startCaptureHttp(capture: Capture, options: CaptureCliOptions): Promise<{ http: CaptureHttpServer; warning: string | null }> {
   capture.store.maxMessages = options.maxMessages;
   capture.store.maxBytes = options.maxBytes;
+  for (const rule of options.faults) capture.faults.add(rule);
   let authenticate: ((user: string, password: string) => Promise<boolean>) | undefined;
   if (options.httpAuthFile !== null) {
     const users = await loadHtpasswd(options.httpAuthFile);
