@@ -16,8 +16,11 @@ import { Inbox } from './inbox.js';
 import { tagsFromHeader } from './mailpit-json.js';
 import { CapturedMessage, tlsSummary, type CapturedSession } from './message.js';
 import { MessageStore, type StoreLimits } from './store.js';
+import { MaildirPersistence } from './maildir-store.js';
 
 export interface CaptureOptions extends StoreLimits {
+  /** Keep the mail in this Maildir too (made if missing); init() loads what is there. */
+  maildir?: string;
   /** Passed to mailparser: DEFAULT_PARSER_OPTIONS, then these. */
   parserOptions?: SimpleParserOptions;
 }
@@ -64,17 +67,43 @@ export class Capture implements Handler {
   readonly stats = { accepted: 0, acceptedBytes: 0, rejected: 0 };
   /** Fault rules and Mailpit's chaos triggers, applied at MAIL, RCPT, DATA and (through authenticator()) AUTH. */
   readonly faults = new Faults();
+  /** The Maildir behind the store, when there is one. */
+  readonly persistence: MaildirPersistence | null;
+  private ready: Promise<void> | null = null;
 
   constructor(options: CaptureOptions = {}) {
     this.store = new MessageStore(options);
     this.inbox = new Inbox(this.store);
     this.parserOptions = { ...DEFAULT_PARSER_OPTIONS, ...options.parserOptions };
+    this.persistence = options.maildir === undefined ? null : new MaildirPersistence(options.maildir);
+    this.persistence?.attach(this.store);
   }
 
-  /** `-c Capture`: no positional arguments (the CLI's --http and --capture-* options configure it). */
+  /** `-c Capture [MAILDIR]`: in memory, or kept in (and reloaded from) a Maildir. */
   static fromCli(...args: string[]): Capture {
-    if (args.length > 0) throw new UsageError('Capture takes no positional arguments');
-    return new Capture();
+    if (args.length > 1) throw new UsageError('Capture takes at most one argument, a Maildir directory');
+    return new Capture(args.length === 1 ? { maildir: args[0]! } : {});
+  }
+
+  /**
+   * With a Maildir: makes it if missing and loads the messages in it (the index is rebuilt from
+   * the files), then prunes to the limits. The first message calls it too; call it yourself to
+   * see the stored mail at once, or to fail early on a bad directory.
+   */
+  init(): Promise<void> {
+    this.ready ??= (async () => {
+      if (this.persistence === null) return;
+      await this.persistence.init();
+      const parse = await loadParser();
+      for (const m of await this.persistence.load((raw) => parse(raw, this.parserOptions))) {
+        m.tags = tagsFromHeader(m);
+        this.store.add(m);
+      }
+    })().catch((error: unknown) => {
+      this.ready = null;
+      throw error;
+    });
+    return this.ready;
   }
 
   /** A fault's reply, or null to go on (after its delay, if it is one). A drop cuts the connection. */
@@ -141,10 +170,12 @@ export class Capture implements Handler {
    */
   async capture(raw: Buffer, envelope: CapturedMessage['envelope'], session: CapturedSession): Promise<CapturedMessage | null> {
     if (this.store.isOrphan(envelope.rcptTos)) return null;
+    await this.init();
     const parse = await loadParser();
     const parsed = await parse(raw, this.parserOptions);
     const message = new CapturedMessage({ envelope, session, raw, parsed });
     message.tags = tagsFromHeader(message);
+    await this.persistence?.write(message); // on disk before the 250
     this.stats.accepted++;
     this.stats.acceptedBytes += raw.length;
     this.store.add(message);

@@ -25,7 +25,7 @@ export interface CaptureCliOptions {
 }
 
 export const CAPTURE_HELP = `
-capture options (with -c Capture):
+capture options (with -c Capture [MAILDIR]: in memory, or also kept in a Maildir, reloaded at start):
   --http [HOST:PORT]    Serve the web UI and Mailpit's API v1 there. Default localhost:8026
                         (127.0.0.1). Another address should come with --http-auth-file.
   --http-auth-file PATH Ask HTTP basic authentication against an htpasswd file.
@@ -129,6 +129,7 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 export async function startCaptureHttp(capture: Capture, options: CaptureCliOptions): Promise<{ http: CaptureHttpServer; warning: string | null }> {
   capture.store.maxMessages = options.maxMessages;
   capture.store.maxBytes = options.maxBytes;
+  capture.store.prune();
   for (const rule of options.faults) capture.faults.add(rule);
   let authenticate: ((user: string, password: string) => Promise<boolean>) | undefined;
   if (options.httpAuthFile !== null) {
@@ -144,6 +145,7 @@ export async function startCaptureHttp(capture: Capture, options: CaptureCliOpti
     authenticate,
     relay: options.relay ?? undefined,
     label: options.label,
+    database: capture.persistence?.dir ?? '',
   });
   await http.start();
   const warning =
