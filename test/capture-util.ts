@@ -17,6 +17,20 @@ export interface CaptureRig {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/** nodemailer on loopback, in the clear, with bounded waits. */
+export function smtpTransport(port: number, extra: Record<string, unknown> = {}) {
+  return nodemailer.createTransport({
+    host: '127.0.0.1',
+    port,
+    secure: false,
+    ignoreTLS: true,
+    connectionTimeout: 5000,
+    greetingTimeout: 5000,
+    socketTimeout: 10000,
+    ...extra,
+  } as Parameters<typeof nodemailer.createTransport>[0]);
+}
+
 export async function captureRig(
   options: { capture?: CaptureOptions; http?: CaptureHttpOptions; smtp?: ControllerOptions; handler?: Capture } = {},
 ): Promise<CaptureRig> {
@@ -25,15 +39,7 @@ export async function captureRig(
   await smtp.start();
   const http = new CaptureHttpServer(capture, { host: '127.0.0.1', port: 0, ...options.http });
   await http.start();
-  const transport = nodemailer.createTransport({
-    host: '127.0.0.1',
-    port: smtp.port,
-    secure: false,
-    ignoreTLS: true,
-    connectionTimeout: 5000,
-    greetingTimeout: 5000,
-    socketTimeout: 10000,
-  });
+  const transport = smtpTransport(smtp.port);
   return {
     capture,
     smtp,

@@ -1,24 +1,11 @@
 /** Capture as a test inbox: what it keeps, waiting, views and isolation, over real SMTP. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import nodemailer from 'nodemailer';
 import { Capture } from '../src/capture/capture.js';
 import { CaptureTimeoutError } from '../src/capture/inbox.js';
 import { extractLinks, findCode, htmlToText } from '../src/capture/text.js';
 import { greeted, startServer } from './helpers.js';
-
-function transport(port: number, extra: Record<string, unknown> = {}) {
-  return nodemailer.createTransport({
-    host: '127.0.0.1',
-    port,
-    secure: false,
-    ignoreTLS: true,
-    connectionTimeout: 5000,
-    greetingTimeout: 5000,
-    socketTimeout: 10000,
-    ...extra,
-  } as Parameters<typeof nodemailer.createTransport>[0]);
-}
+import { smtpTransport as transport } from './capture-util.js';
 
 test('keeps the envelope, the session facts, the raw bytes and the parsed message', async () => {
   const capture = new Capture();

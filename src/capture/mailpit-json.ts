@@ -87,16 +87,22 @@ function attachment(a: Attachment, index: number): MailpitAttachment {
   };
 }
 
-export function summary(m: CapturedMessage): MailpitSummary {
+function addressFields(m: CapturedMessage): Pick<MailpitSummary, 'From' | 'To' | 'Cc' | 'Bcc' | 'ReplyTo'> {
   return {
-    ID: m.id,
-    MessageID: m.messageId,
-    Read: m.read,
     From: m.from === null ? null : address(m.from),
     To: m.to.map(address),
     Cc: m.cc.map(address),
     Bcc: m.bcc.map(address),
     ReplyTo: replyTo(m).map(address),
+  };
+}
+
+export function summary(m: CapturedMessage): MailpitSummary {
+  return {
+    ID: m.id,
+    MessageID: m.messageId,
+    Read: m.read,
+    ...addressFields(m),
     Subject: m.subject,
     Created: m.receivedAt.toISOString(),
     Username: m.session.authUser ?? '',
@@ -113,11 +119,7 @@ export function message(m: CapturedMessage): MailpitMessage {
   return {
     ID: m.id,
     MessageID: m.messageId,
-    From: m.from === null ? null : address(m.from),
-    To: m.to.map(address),
-    Cc: m.cc.map(address),
-    Bcc: m.bcc.map(address),
-    ReplyTo: replyTo(m).map(address),
+    ...addressFields(m),
     ReturnPath: m.envelope.mailFrom,
     Subject: m.subject,
     ListUnsubscribe: {
