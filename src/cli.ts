@@ -5,15 +5,17 @@
  */
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
-import { unlink } from 'node:fs/promises';
+import { stat, unlink, writeFile } from 'node:fs/promises';
+import { isIP, isIPv6 } from 'node:net';
+import { lookup } from 'node:dns/promises';
 import { availableParallelism } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { pathToFileURL } from 'node:url';
-import { resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { Controller, UnixSocketController, checkSocketPath } from './controller.js';
 import { UsageError, type Handler, type HandlerClass } from './handler.js';
-import { builtinHandlers } from './handlers/index.js';
+import { Mailbox, builtinHandlers } from './handlers/index.js';
 import type { Logger } from './options.js';
 import type { Authenticator } from './auth.js';
 import { htpasswdAuthenticator, loadHtpasswd } from './htpasswd.js';
@@ -46,7 +48,7 @@ options:
                         The setuid call will fail if this program is not run as root (in which
                         case, use this flag).
   -c CLASSPATH, --class CLASSPATH
-                        Use the given class, as a built-in name (Debugging, Sink, Mailbox, Proxy, Capture) or
+                        Use the given class, as a built-in name (Debugging, Sink, Mailbox, Proxy, JetStream, Capture) or
                         MODULE:EXPORT (e.g. ./my-handler.js:MyHandler), as the handler class.
                         Default: Debugging. (-c Sink buffered: a Sink that gathers each body.)
   -s SIZE, --size SIZE  The maximum message size in bytes, advertised with SIZE and enforced
@@ -124,15 +126,31 @@ function parseListen(value: string): { host: string; port: number } {
   if (bracketed !== null) {
     host = bracketed[1]!;
     if (bracketed[2] !== undefined) port = bracketed[2];
+    if (!isIPv6(host)) throw new CliError(`'${value}': only an IPv6 address goes in [brackets]`);
+  } else if (value.includes('[') || value.includes(']')) {
+    throw new CliError(`'${value}': unbalanced brackets (write an IPv6 address as [::1]:8025)`);
   } else if (value.includes(':')) {
     // aiosmtpd splits at the last colon, so "::1:8025" is host ::1, port 8025.
     const at = value.lastIndexOf(':');
     host = value.slice(0, at);
     port = value.slice(at + 1);
+    if (host.includes(':') && !isIPv6(host)) throw new CliError(`'${value}': '${host}' is not an IPv6 address`);
   }
-  if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) throw new CliError(`invalid port in --listen: ${value}`);
-  if (/[\s/]/.test(host)) throw new CliError(`invalid host in --listen: ${value}`);
+  if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) throw new CliError(`'${value}': the port must be a number from 0 to 65535`);
+  if (!host.includes(':') && !/^[A-Za-z0-9._-]*$/.test(host)) throw new CliError(`'${value}': '${host}' is not a host name or address`);
   return { host: host === '' ? 'localhost' : host, port: Number(port) };
+}
+
+/** Why an --xclient-allow entry is no address or CIDR range, or null when it is one. */
+function addressEntryProblem(entry: string): string | null {
+  const [address = '', bits, extra] = entry.split('/');
+  const family = isIP(address);
+  if (extra !== undefined || family === 0) return `'${entry}' is not an IP address or CIDR range`;
+  const max = family === 4 ? 32 : 128;
+  if (bits !== undefined && (!/^[0-9]{1,3}$/.test(bits) || Number(bits) > max)) {
+    return `'${entry}': the prefix length must be 0 to ${max}`;
+  }
+  return null;
 }
 
 /** One option: its spellings, whether it takes a value, and what it does to Args. */
@@ -154,7 +172,9 @@ const OPTIONS: OptionSpec[] = [
     long: 'size',
     value: 'required',
     apply: (a, v) => {
-      if (!/^[0-9]+$/.test(v!)) throw new CliError(`argument -s/--size: invalid int value: '${v}'`);
+      if (!/^[0-9]+$/.test(v!) || !Number.isSafeInteger(Number(v))) {
+        throw new CliError(`expected a whole number of bytes (0: no limit), got '${v}'`);
+      }
       a.size = Number(v);
     },
   },
@@ -170,12 +190,19 @@ const OPTIONS: OptionSpec[] = [
     },
   },
   { long: 'lmtp', value: 'none', apply: (a) => void (a.lmtp = true) },
-  { long: 'unix', value: 'required', apply: (a, v) => void (a.unix = v!) },
+  {
+    long: 'unix',
+    value: 'required',
+    apply: (a, v) => {
+      if (v === '') throw new CliError('expected a path');
+      a.unix = v!;
+    },
+  },
   {
     long: 'unix-mode',
     value: 'required',
     apply: (a, v) => {
-      if (!/^[0-7]{3,4}$/.test(v!)) throw new CliError(`argument --unix-mode: expected an octal mode such as 660: '${v}'`);
+      if (!/^[0-7]{3,4}$/.test(v!)) throw new CliError(`expected an octal mode such as 660, got '${v}'`);
       a.unixMode = Number.parseInt(v!, 8);
     },
   },
@@ -188,11 +215,21 @@ const OPTIONS: OptionSpec[] = [
     long: 'proxy-protocol',
     value: 'inline',
     apply: (a, v) => {
-      if (v !== undefined && !/^[0-9]+(\.[0-9]+)?$/.test(v)) throw new CliError(`argument --proxy-protocol: expected seconds: '${v}'`);
+      if (v !== undefined && !/^[0-9]+(\.[0-9]+)?$/.test(v)) throw new CliError(`expected seconds, got '${v}'`);
       a.proxyProtocol = v === undefined ? 5 : Number(v);
     },
   },
-  { long: 'xclient-allow', value: 'required', apply: (a, v) => void a.xclientAllow.push(...v!.split(',')) },
+  {
+    long: 'xclient-allow',
+    value: 'required',
+    apply: (a, v) => {
+      for (const entry of v!.split(',')) {
+        const problem = addressEntryProblem(entry);
+        if (problem !== null) throw new CliError(problem);
+        a.xclientAllow.push(entry);
+      }
+    },
+  },
   { long: 'auth-file', value: 'required', apply: (a, v) => void (a.authFile = v!) },
   { long: 'auth-required', value: 'none', apply: (a) => void (a.authRequired = true) },
   {
@@ -201,14 +238,14 @@ const OPTIONS: OptionSpec[] = [
     apply: (a, v) => {
       if (v === 'auto') a.workers = availableParallelism();
       else if (/^[1-9][0-9]{0,2}$/.test(v!)) a.workers = Number(v);
-      else throw new CliError(`argument --workers: expected a number of processes or 'auto': '${v}'`);
+      else throw new CliError(`expected a number of processes (1-999) or 'auto', got '${v}'`);
     },
   },
   {
     long: 'shutdown-timeout',
     value: 'required',
     apply: (a, v) => {
-      if (!/^[0-9]+(\.[0-9]+)?$/.test(v!)) throw new CliError(`argument --shutdown-timeout: expected seconds: '${v}'`);
+      if (!/^[0-9]+(\.[0-9]+)?$/.test(v!)) throw new CliError(`expected seconds, got '${v}'`);
       a.shutdownTimeout = Number(v);
     },
   },
@@ -216,6 +253,15 @@ const OPTIONS: OptionSpec[] = [
     ([long, value]): OptionSpec => ({ long, value, apply: (a, v) => captureOption(a.capture, long, v) }),
   ),
 ];
+
+function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** The option as argparse names it in errors: `-s/--size`, `--unix`. */
+function optionName(spec: OptionSpec): string {
+  return spec.short === undefined ? `--${spec.long}` : `-${spec.short}/--${spec.long}`;
+}
 
 /** Reads a certificate/key pair given on the command line; both or neither. */
 function readPair(certPath: string | null, keyPath: string | null, names: string): { cert: Buffer; key: Buffer } | undefined {
@@ -288,7 +334,7 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     for (let [spec, value] of found) {
       const next = argv[i + 1];
       if (value === undefined && spec.value === 'required') {
-        if (next === undefined) throw new CliError(`argument --${spec.long}: expected one argument`);
+        if (next === undefined) throw new CliError(`argument ${optionName(spec)}: expected one argument`);
         value = next;
         i++;
       } else if (value === undefined && spec.value === 'optional' && next !== undefined && !next.startsWith('-')) {
@@ -296,11 +342,26 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
         value = next;
         i++;
       }
-      const result = spec.apply(args, value);
+      let result: ReturnType<OptionSpec['apply']>;
+      try {
+        result = spec.apply(args, value);
+      } catch (error) {
+        if (error instanceof CliError) throw new CliError(`argument ${optionName(spec)}: ${error.message}`);
+        throw error;
+      }
       if (result !== undefined) return result;
     }
   }
   return args;
+}
+
+/** True for a class (or a constructor function with methods), not a plain function. */
+function isClass(value: unknown): value is HandlerClass {
+  if (typeof value !== 'function') return false;
+  if (/^class\b/.test(Function.prototype.toString.call(value))) return true;
+  if (typeof (value as { fromCli?: unknown }).fromCli === 'function') return true;
+  const proto = (value as { prototype?: object }).prototype;
+  return proto !== undefined && Object.getOwnPropertyNames(proto).some((name) => name !== 'constructor');
 }
 
 async function loadHandlerClass(classpath: string): Promise<HandlerClass> {
@@ -310,7 +371,7 @@ async function loadHandlerClass(classpath: string): Promise<HandlerClass> {
   if (builtin !== undefined) return builtin;
   const colon = classpath.lastIndexOf(':');
   if (colon <= 0 || colon === classpath.length - 1) {
-    throw new CliError(`unknown handler class '${classpath}': use a built-in name (${Object.keys(builtinHandlers).join(', ')}) or MODULE:EXPORT`);
+    throw new CliError(`argument -c/--class: unknown handler class '${classpath}': use a built-in name (${Object.keys(builtinHandlers).join(', ')}) or MODULE:EXPORT`);
   }
   const modulePath = classpath.slice(0, colon);
   const exportName = classpath.slice(colon + 1);
@@ -320,17 +381,46 @@ async function loadHandlerClass(classpath: string): Promise<HandlerClass> {
   try {
     mod = (await import(specifier)) as Record<string, unknown>;
   } catch (error) {
-    throw new CliError(`cannot load module '${modulePath}': ${(error as Error).message.split('\n')[0]}`);
+    throw new CliError(`argument -c/--class: cannot load module '${modulePath}': ${(error as Error).message.split('\n')[0]}`);
   }
   const cls = mod[exportName];
-  if (typeof cls !== 'function') throw new CliError(`module '${modulePath}' has no class export '${exportName}'`);
-  return cls as HandlerClass;
+  if (cls === undefined) throw new CliError(`argument -c/--class: module '${modulePath}' has no export '${exportName}'`);
+  if (!isClass(cls)) throw new CliError(`argument -c/--class: '${classpath}' is not a handler class (got a ${typeof cls === 'function' ? 'function' : typeof cls})`);
+  return cls;
 }
 
 function makeHandler(cls: HandlerClass, classargs: string[]): Handler {
-  if (typeof cls.fromCli === 'function') return cls.fromCli(...classargs);
-  if (classargs.length > 0) throw new CliError(`Handler class ${cls.name} takes no arguments`);
-  return new cls();
+  if (typeof cls.fromCli !== 'function' && classargs.length > 0) throw new CliError(`-c ${cls.name}: takes no arguments`);
+  try {
+    return typeof cls.fromCli === 'function' ? cls.fromCli(...classargs) : new cls();
+  } catch (error) {
+    // The handler's own complaint about its arguments, in its words (docs/cli.md shows them).
+    if (error instanceof UsageError) throw error;
+    throw new CliError(`argument -c/--class: cannot make a ${cls.name}: ${(error as Error).message.split('\n')[0]}`);
+  }
+}
+
+/** A --unix path whose directory is missing fails here, naming the user's path. */
+async function checkUnixDirectory(path: string): Promise<void> {
+  const dir = dirname(resolvePath(path));
+  let isDirectory: boolean;
+  try {
+    isDirectory = (await stat(dir)).isDirectory();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new CliError(`argument --unix: cannot use ${path}: ${code === 'ENOENT' ? `directory ${dir} does not exist` : (error as Error).message}`);
+  }
+  if (!isDirectory) throw new CliError(`argument --unix: cannot use ${path}: ${dir} is not a directory`);
+}
+
+/** A -l host that does not resolve is a usage error, not a failure to listen. */
+async function checkListenHost(host: string): Promise<void> {
+  if (host === 'localhost' || isIP(host) !== 0) return;
+  try {
+    await lookup(host);
+  } catch {
+    throw new CliError(`argument -l/--listen: cannot resolve host '${host}'`);
+  }
 }
 
 function stderrLogger(level: number): Logger {
@@ -344,17 +434,46 @@ function stderrLogger(level: number): Logger {
   };
 }
 
+/** The group nobody runs in: Debian's nogroup, else nobody. */
+function servingGroup(): string {
+  try {
+    process.setegid!('nogroup');
+    return 'nogroup';
+  } catch {
+    process.setegid!('nobody');
+    return 'nobody';
+  }
+}
+
+/**
+ * Runs the handler's setup as the user the server will serve as, so what it makes (Mailbox's
+ * Maildir) belongs to nobody and what nobody could not use fails now, not as 451 per message.
+ */
+async function asServingUser<T>(fn: () => Promise<T>): Promise<T> {
+  process.setgroups!([servingGroup()]);
+  process.seteuid!('nobody');
+  try {
+    return await fn();
+  } finally {
+    // Back to root to bind the ports and read the keys: the user first, as only root may set the group.
+    process.seteuid!(0);
+    process.setegid!(0);
+  }
+}
+
 function dropPrivileges(): void {
   // Bound already, as root: now become nobody, so a handler bug cannot act as root.
-  let group = 'nogroup';
-  try {
-    process.setgid!(group);
-  } catch {
-    group = 'nobody';
-    process.setgid!(group);
-  }
+  const group = servingGroup();
+  process.setgid!(group);
   process.setgroups?.([group]);
   process.setuid!('nobody');
+}
+
+/** Mailbox's check that its Maildir takes files: a directory nobody may enter but not write in. */
+async function probeWritable(dir: string): Promise<void> {
+  const probe = join(dir, `.tsmtpd-probe-${process.pid}`);
+  await writeFile(probe, '', { flag: 'wx' });
+  await unlink(probe);
 }
 
 /**
@@ -386,16 +505,27 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`tsmtpd ${VERSION}\n`);
       return 0;
     }
+    if (args.unix !== null) await checkUnixDirectory(args.unix);
+    if (args.unix === null || args.listen) await checkListenHost(args.host);
     handler = makeHandler(await loadHandlerClass(args.classpath), args.classargs);
     // A handler with setup to do (Mailbox creates its Maildir, as aiosmtpd's does at start)
     // does it now, so a bad path is an error at start, not at the first message.
     const init = (handler as { init?: () => unknown }).init;
-    if (typeof init === 'function') {
-      try {
-        await init.call(handler);
-      } catch (error) {
-        throw new CliError(`handler setup failed: ${(error as Error).message}`);
+    const mailbox = handler instanceof Mailbox ? handler : null;
+    const setup = async () => {
+      if (typeof init === 'function') await init.call(handler);
+      if (mailbox !== null) await probeWritable(join(mailbox.mailDir, 'tmp'));
+    };
+    const asNobody = args.setuid && process.getuid?.() === 0;
+    try {
+      await (asNobody ? asServingUser(setup) : setup());
+    } catch (error) {
+      const why = (error as Error).message;
+      const code = (error as NodeJS.ErrnoException).code;
+      if (asNobody && (code === 'EACCES' || code === 'EPERM')) {
+        throw new CliError(`handler setup failed as user nobody (the user tsmtpd serves as when started as root): ${why}; chown it to nobody, or run with -n`);
       }
+      throw new CliError(`handler setup failed: ${why}`);
     }
     starttls = readPair(args.tlscert, args.tlskey, '--tlscert and --tlskey');
     smtps = readPair(args.smtpscert, args.smtpskey, '--smtpscert and --smtpskey');
@@ -487,7 +617,7 @@ async function main(argv: string[]): Promise<number> {
     const hosts = args.host === 'localhost' ? ['127.0.0.1', '::1'] : [args.host];
     for (const host of hosts) {
       planned.push({
-        label: host.includes(':') ? `[${host}]:${args.port}` : `${host}:${args.port}`,
+        label: hostPort(host, args.port),
         controller: new Controller(handler, { ...common, hostname: host, port: args.port }),
         optional: host === '::1' && hosts.length > 1,
       });
@@ -497,6 +627,9 @@ async function main(argv: string[]): Promise<number> {
   for (const entry of planned) {
     try {
       await entry.controller.start();
+      // With port 0 the label names the port the system picked.
+      const c = entry.controller;
+      if (c instanceof Controller && c.hostname !== undefined) entry.label = hostPort(c.hostname, c.port);
       started.push(entry);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;

@@ -47,7 +47,10 @@ const HANDLER_GRACE_MS = 2000;
 const CONNECTION_DEFAULTS = { max: 10_000, perClient: 50, exempt: ['127.0.0.0/8', '::1'] };
 
 export interface ControllerOptions extends BaseControllerOptions {
-  /** Address to bind. Default: `::1` where IPv6 works, else `127.0.0.1`. */
+  /**
+   * Address to bind. Default: both loopbacks, `::1` (where IPv6 works; `hostname` then reads
+   * `::1`) and `127.0.0.1` on the same port, so clients of `localhost` reach it either way.
+   */
   hostname?: string;
   /** Port to bind; 0 picks a free one, reported by `port` after start(). Default 8025. */
   port?: number;
@@ -314,6 +317,11 @@ abstract class BaseController implements AsyncDisposable {
 export class Controller extends BaseController {
   hostname: string | undefined;
   port: number;
+  /**
+   * With no hostname: the 127.0.0.1 listener beside the ::1 one, so a client that resolves
+   * `localhost` to either address finds the server (as the CLI's `localhost` does).
+   */
+  private ipv4Twin: net.Server | null = null;
 
   constructor(handler: Handler, options: ControllerOptions = {}) {
     const { hostname, port, ...rest } = options;
@@ -323,23 +331,51 @@ export class Controller extends BaseController {
   }
 
   protected async listen(server: net.Server): Promise<void> {
-    this.hostname ??= await getLocalhost();
-    const hostname = this.hostname;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.port, hostname, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = server.address();
-    if (address !== null && typeof address === 'object') this.port = address.port;
+    const both = this.hostname === undefined && (await getLocalhost()) === '::1';
+    this.hostname ??= both ? '::1' : '127.0.0.1';
+    const requested = this.port;
+    // Port 0 picks a free port on ::1 that another program may hold on 127.0.0.1: pick again.
+    for (let attempt = 1; ; attempt++) {
+      await bind(server, this.port, this.hostname);
+      const address = server.address();
+      if (address !== null && typeof address === 'object') this.port = address.port;
+      if (!both) return;
+      // The twin hands its sockets to the main server, which serves them (TLS included).
+      const twin = net.createServer((socket) => server.emit('connection', socket));
+      try {
+        await bind(twin, this.port, '127.0.0.1');
+        this.ipv4Twin = twin;
+        return;
+      } catch (error) {
+        if (requested !== 0 || attempt === 5 || (error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        this.port = 0;
+      }
+    }
+  }
+
+  override async stop(options: { deadline?: number } = {}): Promise<void> {
+    const twin = this.ipv4Twin;
+    this.ipv4Twin = null;
+    const closed = twin === null ? undefined : new Promise<void>((resolve) => twin.close(() => resolve()));
+    await super.stop(options);
+    await closed;
   }
 
   protected connectOptions(): net.NetConnectOpts {
     const host = this.hostname === '0.0.0.0' ? '127.0.0.1' : this.hostname === '::' ? '::1' : this.hostname;
     return { host, port: this.port };
   }
+}
+
+function bind(server: net.Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
 }
 
 export class UnixSocketController extends BaseController {

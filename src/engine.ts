@@ -19,7 +19,7 @@ import { DEFAULTS, type Logger, type SMTPOptions } from './options.js';
 import { tlsInfo } from './tls-info.js';
 import type { Handler, MaybePromise, SMTPServer } from './handler.js';
 import { parseCommand } from './parse.js';
-import { Reply, normalizeReply, tooManyCalls, unrecognized } from './replies.js';
+import { Reply, normalizeReply, tooManyCalls, unrecognized, type EnhancedDefault } from './replies.js';
 import { Envelope, Session, formatPeer, type Peer } from './session.js';
 import { parseProxyHeader, type ProxyData } from './proxy-protocol.js';
 import { IDLE_TICKS, ON_IDLE, idleSweep, type Idler } from './idle-sweep.js';
@@ -615,24 +615,24 @@ export abstract class Engine implements SMTPServer, Idler {
    * something that is not a reply gets handleException's reply or a 451 that tells nothing of
    * our insides. A hook that answers at once is answered at once (no promise).
    */
-  protected replyOf(call: () => MaybePromise<string>, enhanced = true): string | Promise<string> {
+  protected replyOf(call: () => MaybePromise<string>, enhanced = true, success?: EnhancedDefault): string | Promise<string> {
     let result: MaybePromise<string>;
     try {
       result = call();
     } catch (error) {
       return this.exceptionReply(error);
     }
-    if (!isThenable(result)) return this.validReply(result, enhanced);
+    if (!isThenable(result)) return this.validReply(result, enhanced, success);
     this.flush();
     return result.then(
-      (value) => this.validReply(value, enhanced),
+      (value) => this.validReply(value, enhanced, success),
       (error: unknown) => this.exceptionReply(error),
     );
   }
 
-  private validReply(result: unknown, enhanced: boolean): string | Promise<string> {
+  private validReply(result: unknown, enhanced: boolean, success?: EnhancedDefault): string | Promise<string> {
     // Only the engine may send 3xx (354, 334): from a hook it would desynchronize the client.
-    const reply = typeof result === 'string' && !result.startsWith('3') ? normalizeReply(result, enhanced) : null;
+    const reply = typeof result === 'string' && !result.startsWith('3') ? normalizeReply(result, enhanced, success) : null;
     if (reply !== null) return reply;
     return this.exceptionReply(new TypeError(`handler returned an invalid reply: ${JSON.stringify(result)}`));
   }

@@ -24,16 +24,42 @@ export type FramedLine = Buffer | typeof LINE_TOO_LONG | typeof BARE_LF;
  */
 export class CommandFramer {
   private buf: Buffer = EMPTY;
+  /** Input is being dropped up to the next LF; `buf` is empty meanwhile. */
   private skipping = false;
+  /** A skipped line has ended: next() reports it before the lines that followed it. */
+  private skipped = false;
 
   constructor(readonly maxLine: number) {}
 
   push(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    if (this.skipping) {
+      // Discarded input is neither kept nor copied: only the LF that ends it is looked for.
+      const lf = chunk.indexOf(LF);
+      if (lf < 0) return;
+      this.skipping = false;
+      this.skipped = true;
+      chunk = chunk.subarray(lf + 1);
+    }
+    if (this.buf.length === 0) {
+      this.buf = chunk;
+      return;
+    }
+    // An unfinished line that this chunk does not finish and that is already too long: dropped
+    // before it is joined, so a line trickled in small chunks is never copied past the limit.
+    if (this.buf.length + chunk.length > this.maxLine && chunk.indexOf(LF) < 0 && this.buf.indexOf(LF) < 0) {
+      this.buf = EMPTY;
+      this.skipping = true;
+      return;
+    }
+    this.buf = Buffer.concat([this.buf, chunk]);
   }
 
   /** The next complete line without its CRLF, a marker, or null when more input is needed. */
   next(): FramedLine | null {
+    if (this.skipped) {
+      this.skipped = false;
+      return LINE_TOO_LONG;
+    }
     const buf = this.buf;
     const lf = buf.indexOf(LF);
     if (lf < 0) {
@@ -44,10 +70,7 @@ export class CommandFramer {
       return null;
     }
     this.buf = lf + 1 === buf.length ? EMPTY : buf.subarray(lf + 1);
-    if (this.skipping || lf + 1 > this.maxLine) {
-      this.skipping = false;
-      return LINE_TOO_LONG;
-    }
+    if (lf + 1 > this.maxLine) return LINE_TOO_LONG;
     if (lf === 0 || buf[lf - 1] !== CR) return BARE_LF;
     return buf.subarray(0, lf - 1);
   }
@@ -56,7 +79,7 @@ export class CommandFramer {
   takeRest(): Buffer {
     const rest = this.buf;
     this.buf = EMPTY;
-    this.skipping = false;
+    this.skipping = this.skipped = false;
     return rest;
   }
 

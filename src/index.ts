@@ -16,6 +16,16 @@ export { Debugging, Sink, BufferedSink, Mailbox, builtinHandlers } from './handl
 export { SizeLimitExceeded } from './body-stream.js';
 export { Message, AsyncMessage, type ParsedMail, type SimpleParserOptions } from './handlers/message.js';
 export { Proxy, type ProxyOptions } from './handlers/proxy.js';
+export { JetStream, type JetStreamOptions } from './handlers/jetstream.js';
+export type { NatsOptions } from './handlers/jetstream-connection.js';
+export { decodeRecord, type MailRecord, type SessionFacts } from './handlers/jetstream-record.js';
+export {
+  startJetStreamWorker,
+  type JetStreamWorker,
+  type JetStreamWorkerOptions,
+  type DeliveryTarget,
+  type DeliveryOutcome,
+} from './jetstream-worker.js';
 export { prepareMessage } from './handlers/headers.js';
 export { VERSION } from './version.js';
 export {
@@ -29,6 +39,40 @@ export {
 export { htpasswdAuthenticator, loadHtpasswd, parseHtpasswd, verifyPassword } from './htpasswd.js';
 export { parseProxyHeader, type ProxyData, type ProxyTLV, type ProxyParse } from './proxy-protocol.js';
 export type { XClientData } from './xclient.js';
+export {
+  DsnError,
+  decodeXtext,
+  encodeXtext,
+  parseRet,
+  parseEnvid,
+  parseNotify,
+  parseOrcpt,
+  parseMailDsn,
+  parseRcptDsn,
+  formatMailDsn,
+  formatRcptDsn,
+  type DsnRet,
+  type DsnNotify,
+  type DsnNotifyCondition,
+  type DsnOrcpt,
+  type DsnMailOptions,
+  type DsnRcptOptions,
+} from './dsn.js';
+export {
+  withAuthResults,
+  authResultsOf,
+  authResultsReady,
+  authservIdOf,
+  removeForgedAuthResults,
+  type AuthResultsOptions,
+  type AuthResults,
+  type AuthResultValue,
+  type SpfVerdict,
+  type DkimVerdict,
+  type DmarcVerdict,
+  type ArcVerdict,
+  type DNSResolver,
+} from './authres/index.js';
 export { Capture, acceptAnyAuthenticator, type CaptureOptions } from './capture/capture.js';
 export { Faults, parseFaultSpec, FaultSyntaxError, type FaultRule, type FaultStage, type FaultAction, type ChaosTriggers, type ChaosTrigger } from './capture/faults.js';
 export { CaptureHttpServer, type CaptureHttpOptions } from './capture/http.js';

@@ -97,6 +97,13 @@ export function unknownHelpTopic(commands: readonly string[]): string {
   return `501 5.5.4 Supported commands: ${commands.join(' ')}`;
 }
 
+/**
+ * The enhanced code a hook's success reply without one gets, per command (RFC 3463 §3.2, 3.3,
+ * RFC 4954 §6): MAIL 2.1.0 (originator), RCPT 2.1.5 (destination valid), AUTH 2.7.0.
+ */
+export const SUCCESS_DEFAULT = { MAIL: '2.1.0', RCPT: '2.1.5', AUTH: '2.7.0' } as const;
+export type EnhancedDefault = (typeof SUCCESS_DEFAULT)[keyof typeof SUCCESS_DEFAULT];
+
 /** RFC 3463 §3.1: the class default for a reply whose text carries no enhanced code. */
 const CLASS_DEFAULT: Record<string, string> = { '2': '2.0.0', '4': '4.0.0', '5': '5.0.0' };
 const REPLY_LINE = /^([2-5][0-9][0-9])(?:([ -])(.*))?$/s;
@@ -110,7 +117,7 @@ const NO_ENHANCED = new Set(['220', '334', '354']);
  * cannot end a multi-line reply early or inject a line), and an enhanced status code is
  * inserted where it is missing. Returns null for text that is not an SMTP reply.
  */
-export function normalizeReply(text: string, enhanced: boolean): string | null {
+export function normalizeReply(text: string, enhanced: boolean, success?: EnhancedDefault): string | null {
   const lines = text.split(/\r?\n|\r/);
   while (lines.length > 1 && lines[lines.length - 1] === '') lines.pop();
   let code = '';
@@ -124,7 +131,7 @@ export function normalizeReply(text: string, enhanced: boolean): string | null {
     if (/[\x00-\x08\x0a-\x1f\x7f]/.test(rest)) return null;
     if (enhanced && !NO_ENHANCED.has(code)) {
       const given = ENHANCED.exec(rest);
-      const dflt = CLASS_DEFAULT[code[0]!];
+      const dflt = code[0] === '2' && success !== undefined ? success : CLASS_DEFAULT[code[0]!];
       // RFC 3463 §2: the class digit of the enhanced code is the reply's outcome. One that is
       // missing, or contradicts the reply code (`250 5.1.1`), gets the class default in front.
       if ((given === null || rest[0] !== code[0]) && dflt !== undefined) {

@@ -18,7 +18,7 @@ import {
 import type { FramedLine } from './framing.js';
 import type { Handler, MaybePromise, SMTPServer } from './handler.js';
 import { DEFAULTS, type SMTPOptions } from './options.js';
-import { Reply, normalizeReply } from './replies.js';
+import { Reply, SUCCESS_DEFAULT, normalizeReply } from './replies.js';
 import { Session, formatPeer } from './session.js';
 import { secureContextOf, tlsInfo } from './tls-info.js';
 import { allowListOf, parseXclient } from './xclient.js';
@@ -223,7 +223,7 @@ export abstract class SecurityCommands extends TransactionCommands {
       const h = this.handler;
       if (h.handleAUTH !== undefined) {
         // The handler takes over the whole exchange, as aiosmtpd's handle_AUTH.
-        return this.respond(await this.replyOf(() => h.handleAUTH!(this, this.session, this.envelope, args)));
+        return this.respond(await this.replyOf(() => h.handleAUTH!(this, this.session, this.envelope, args), true, SUCCESS_DEFAULT.AUTH));
       }
       let result: AuthResult | boolean | null | undefined;
       if (method === '') {

@@ -6,7 +6,7 @@ import { Body, ChunkReader, DataReader } from './framing.js';
 import type { MaybePromise } from './handler.js';
 import { DEFAULTS } from './options.js';
 import { afterKeyword, parseParams, parsePath, parseSize, type EsmtpParam } from './parse.js';
-import { Reply } from './replies.js';
+import { Reply, SUCCESS_DEFAULT } from './replies.js';
 import { formatPeer, type Envelope, type MailOptions, type RcptOptions } from './session.js';
 import { BodyStream } from './body-stream.js';
 import { decodeXtext } from './xclient.js';
@@ -90,7 +90,7 @@ export abstract class TransactionCommands extends Engine {
     if (!options.smtputf8 && !isAsciiString(address)) return this.respond(Reply.NEED_UTF8);
     const env = this.envelope;
     const h = this.handler;
-    const reply = h.handleMAIL ? this.replyOf(() => h.handleMAIL!(this, this.session, env, address, options)) : Reply.MAIL_OK;
+    const reply = h.handleMAIL ? this.replyOf(() => h.handleMAIL!(this, this.session, env, address, options), true, SUCCESS_DEFAULT.MAIL) : Reply.MAIL_OK;
     if (typeof reply === 'string') return this.mailAnswered(env, address, options, params, reply);
     return reply.then((text) => this.mailAnswered(env, address, options, params, text));
   }
@@ -126,7 +126,7 @@ export abstract class TransactionCommands extends Engine {
     }
     const before = env.rcptTos.length;
     const h = this.handler;
-    const reply = h.handleRCPT ? this.replyOf(() => h.handleRCPT!(this, this.session, env, address, options)) : Reply.RCPT_OK;
+    const reply = h.handleRCPT ? this.replyOf(() => h.handleRCPT!(this, this.session, env, address, options), true, SUCCESS_DEFAULT.RCPT) : Reply.RCPT_OK;
     if (typeof reply === 'string') return this.rcptAnswered(env, address, options, before, reply);
     return reply.then((text) => this.rcptAnswered(env, address, options, before, text));
   }

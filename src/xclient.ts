@@ -2,36 +2,16 @@
  * Pure parsing of Postfix's XCLIENT command (https://www.postfix.org/XCLIENT_README.html): a
  * trusted proxy or filter in front of us names the original client, so the handler sees it.
  */
-import { isUtf8 } from 'node:buffer';
 import { BlockList, isIP, isIPv6 } from 'node:net';
+import { decodeXtext } from './xtext.js';
+
+export { decodeXtext };
 
 export const XCLIENT_ATTRIBUTES = ['NAME', 'ADDR', 'PORT', 'PROTO', 'HELO', 'LOGIN', 'DESTADDR', 'DESTPORT'] as const;
 export type XClientAttribute = (typeof XCLIENT_ATTRIBUTES)[number];
 
 /** What the XCLIENT command said; `null` for [UNAVAILABLE] / [TEMPUNAVAIL]. */
 export type XClientData = Partial<Record<XClientAttribute, string | null>>;
-
-/**
- * RFC 3461 §4 xtext: `+XX` hex escapes for bytes outside 33..126, `+` and `=`. The bytes are
- * UTF-8 (a name or login may be non-ASCII); invalid UTF-8 is refused.
- */
-export function decodeXtext(text: string): string | null {
-  const bytes: number[] = [];
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 33 || c > 126 || c === 0x3d) return null;
-    if (c !== 0x2b) {
-      bytes.push(c);
-      continue;
-    }
-    const hex = text.slice(i + 1, i + 3);
-    if (!/^[0-9A-F]{2}$/.test(hex)) return null;
-    bytes.push(Number.parseInt(hex, 16));
-    i += 2;
-  }
-  const buf = Buffer.from(bytes);
-  return isUtf8(buf) ? buf.toString('utf8') : null;
-}
 
 /** Parses `NAME=x ADDR=y ...`; null on any syntax error or unknown attribute. */
 export function parseXclient(arg: string): XClientData | null {

@@ -2,7 +2,9 @@
  * Helpers for tests that run the `tsmtpd` command line (dist/cli.js) as a child process.
  * Every wait is bounded; every child is killed by `stop()` (call it in `finally`).
  */
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +49,43 @@ export function canConnect(port: number, host = '127.0.0.1', ms = 1000): Promise
   });
 }
 
+/** True when the user `uid`:`gid` can run the node binary at `path`. */
+function canRun(path: string, uid: number, gid: number): boolean {
+  const r = spawnSync(path, ['-e', ''], { uid, gid, stdio: 'ignore', timeout: 10000 });
+  return r.error === undefined && r.status === 0;
+}
+
+const nodeCopies = new Map<string, string | Error>();
+
+/**
+ * A node binary that the user `uid`:`gid` can execute: this process's own, or else a copy in a
+ * world-readable temporary directory (removed at exit). A Node from `npx -p node@V` lives under
+ * root's 0700 home, where `nobody` cannot reach it. An Error says why no copy could be made.
+ */
+export function nodeBinaryFor(uid: number, gid: number): string | Error {
+  const key = `${uid}:${gid}`;
+  let found = nodeCopies.get(key);
+  if (found === undefined) {
+    if (canRun(process.execPath, uid, gid)) {
+      found = process.execPath;
+    } else {
+      try {
+        const dir = mkdtempSync(join(tmpdir(), 'tsmtpd-node-'));
+        process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+        chmodSync(dir, 0o755);
+        const copy = join(dir, 'node');
+        copyFileSync(process.execPath, copy);
+        chmodSync(copy, 0o755);
+        found = canRun(copy, uid, gid) ? copy : new Error(`user ${key} cannot run a copy of node in ${dir} either`);
+      } catch (error) {
+        found = new Error(`cannot copy ${process.execPath} where user ${key} can run it: ${(error as Error).message}`);
+      }
+    }
+    nodeCopies.set(key, found);
+  }
+  return found;
+}
+
 export interface Exit {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -61,7 +100,9 @@ export class CliProcess {
   private waiters: Array<() => void> = [];
 
   constructor(args: string[], options: SpawnOptions = {}) {
-    this.child = spawn(process.execPath, [CLI, ...args], {
+    const node = options.uid === undefined ? process.execPath : nodeBinaryFor(options.uid, options.gid ?? options.uid);
+    if (node instanceof Error) throw node;
+    this.child = spawn(node, [CLI, ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       ...options,

@@ -144,6 +144,34 @@ describe('Controller', () => {
     assert.equal(new Controller(new Sink()).port, 8025);
   });
 
+  test('no hostname: one port on both loopbacks, 127.0.0.1 and ::1 (where IPv6 works); stop() frees both', async () => {
+    const controller = new Controller(new Sink(), { port: 0 });
+    await controller.start();
+    const port = controller.port;
+    const hosts = (await getLocalhost()) === '::1' ? ['127.0.0.1', '::1'] : ['127.0.0.1'];
+    try {
+      for (const host of hosts) {
+        const c = await RawClient.connect(port, host);
+        try {
+          assert.equal((await c.reply()).code, 220, host);
+          assert.equal((await c.cmd('EHLO client.example')).code, 250, host);
+        } finally {
+          c.close();
+        }
+      }
+    } finally {
+      await controller.stop();
+    }
+    for (const host of hosts) {
+      const free = await new Promise<boolean>((resolve) => {
+        const s = net.createServer();
+        s.once('error', () => resolve(false));
+        s.listen(port, host, () => s.close(() => resolve(true)));
+      });
+      assert.ok(free, `${host}:${port} still bound after stop()`);
+    }
+  });
+
   test("default hostname is getLocalhost(): '::1' when IPv6 loopback works, else '127.0.0.1'", async () => {
     // Our own probe, independent of getLocalhost().
     const ipv6 = await new Promise<boolean>((resolve) => {

@@ -194,8 +194,8 @@ describe('Mailbox', () => {
       const headerLines = text.split('\r\n\r\n')[0]!.split('\r\n');
       assert.deepEqual(headerLines, [
         'X-Peer: 127.0.0.1:1234',
-        'X-MailFrom: a@example.comBcc: victim@example.com',
-        'X-RcptTo: r@example.comX-Evil: 1',
+        'X-MailFrom: a@example.com\\x0d\\x0aBcc: victim@example.com',
+        'X-RcptTo: r@example.com\\x0aX-Evil: 1',
         'Subject: s',
       ]);
     }));
@@ -251,7 +251,7 @@ describe('Mailbox', () => {
 });
 
 test('builtinHandlers maps bare names to classes', () => {
-  assert.deepEqual(Object.keys(builtinHandlers).sort(), ['Capture', 'Debugging', 'Mailbox', 'Proxy', 'Sink']);
+  assert.deepEqual(Object.keys(builtinHandlers).sort(), ['Capture', 'Debugging', 'JetStream', 'Mailbox', 'Proxy', 'Sink']);
   assert.equal(builtinHandlers['Sink'], Sink);
   assert.ok(builtinHandlers['Mailbox']!.fromCli!('/tmp/y') instanceof Mailbox);
 });

@@ -91,10 +91,10 @@ for (const mode of MODES) {
     // What the client sees is the edited list: HELP gone, X-FOO last.
     const kept = ehloGiven.slice(1).filter((l) => l !== 'HELP');
     assert.deepEqual(ehlo.lines, ['250-mx.test', ...kept.map((l) => `250-${l}`), '250 X-FOO']);
-    assert.deepEqual((await expect(c, 'MAIL FROM:<a@b.org>', 250)).lines, ['250 2.0.0 sender ok']);
-    assert.deepEqual((await expect(c, 'RCPT TO:<ok@a.org>', 250)).lines, ['250 2.0.0 rcpt ok']);
+    assert.deepEqual((await expect(c, 'MAIL FROM:<a@b.org>', 250)).lines, ['250 2.1.0 sender ok']);
+    assert.deepEqual((await expect(c, 'RCPT TO:<ok@a.org>', 250)).lines, ['250 2.1.5 rcpt ok']);
     assert.deepEqual((await expect(c, 'RCPT TO:<x@blocked.org>', 550)).lines, ['550 5.0.0 not here']);
-    assert.deepEqual((await expect(c, 'RCPT TO:<ok2@b.org>', 250)).lines, ['250 2.0.0 rcpt ok']);
+    assert.deepEqual((await expect(c, 'RCPT TO:<ok2@b.org>', 250)).lines, ['250 2.1.5 rcpt ok']);
     await expect(c, 'DATA', 354);
     c.send('Subject: hi\r\n\r\nbody\r\n.\r\n');
     assert.deepEqual((await c.reply()).lines, ['250 2.0.0 Accepted']);
@@ -408,7 +408,7 @@ test('session.hostName is the argument of the latest successful HELO or EHLO', a
 
 // ---- reply normalization ---------------------------------------------------------------------
 
-test('a handler reply without an enhanced code gets the class default; one with a code keeps it', async () => {
+test('a handler reply without an enhanced code gets the default for its command and class (RCPT 2.1.5, MAIL 2.1.0); one with a code keeps it', async () => {
   const replies: Record<string, string> = {
     'a@x.org': '250 Accepted',
     'b@x.org': '550 no',
@@ -416,8 +416,12 @@ test('a handler reply without an enhanced code gets the class default; one with 
     'd@x.org': '250 2.1.5 Fine',
     'e@x.org': '553 5.1.3 Bad address',
     'f@x.org': '250',
+    'g@x.org': '250 5.1.1 contradicting',
   };
   const handler: Handler = {
+    handleMAIL() {
+      return '250 OK';
+    },
     handleRCPT(_s, _session, _envelope, address) {
       return replies[address] ?? '250 OK';
     },
@@ -427,14 +431,15 @@ test('a handler reply without an enhanced code gets the class default; one with 
   };
   await using server = await startServer(handler, { maxErrors: 0 });
   const c = await greeted(server.port);
-  await expect(c, 'MAIL FROM:<s@x.org>', 250);
+  assert.deepEqual((await c.cmd('MAIL FROM:<s@x.org>')).lines, ['250 2.1.0 OK']);
   const expected: Record<string, string> = {
-    'a@x.org': '250 2.0.0 Accepted',
+    'a@x.org': '250 2.1.5 Accepted',
     'b@x.org': '550 5.0.0 no',
     'c@x.org': '451 4.0.0 later',
     'd@x.org': '250 2.1.5 Fine',
     'e@x.org': '553 5.1.3 Bad address',
-    'f@x.org': '250 2.0.0',
+    'f@x.org': '250 2.1.5',
+    'g@x.org': '250 2.1.5 5.1.1 contradicting',
   };
   for (const [address, line] of Object.entries(expected)) {
     const r = await c.cmd(`RCPT TO:<${address}>`);
@@ -800,10 +805,10 @@ test('slow async handleRCPT with pipelined commands: replies in order, exactly o
   const got: string[] = [];
   for (let i = 0; i < 5; i++) got.push((await c.reply()).text);
   assert.deepEqual(got, [
-    '250 2.0.0 sender a@x.org',
-    '250 2.0.0 rcpt 1@x.org',
-    '250 2.0.0 rcpt 2@x.org',
-    '250 2.0.0 rcpt 3@x.org',
+    '250 2.1.0 sender a@x.org',
+    '250 2.1.5 rcpt 1@x.org',
+    '250 2.1.5 rcpt 2@x.org',
+    '250 2.1.5 rcpt 3@x.org',
     Reply.START_DATA,
   ]);
   c.send('body\r\n.\r\n');

@@ -182,7 +182,7 @@ describe('prepareMessage', () => {
 
   test('CR and LF in values cannot start a header', () => {
     const out = prepareMessage(session, envelope('\r\n', 'a@x\r\nBcc: v@x', ['r@x\nX-Evil: 1'])).toString('latin1');
-    assert.equal(out, 'X-Peer: [::1]:2525\r\nX-MailFrom: a@xBcc: v@x\r\nX-RcptTo: r@xX-Evil: 1\r\n\r\n');
+    assert.equal(out, 'X-Peer: [::1]:2525\r\nX-MailFrom: a@x\\x0d\\x0aBcc: v@x\r\nX-RcptTo: r@x\\x0aX-Evil: 1\r\n\r\n');
   });
 });
 

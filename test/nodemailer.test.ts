@@ -6,6 +6,8 @@ import type { Envelope } from '../src/session.js';
 import type { Session } from '../src/session.js';
 import type { SMTPServer } from '../src/handler.js';
 import type { ControllerOptions } from '../src/controller.js';
+import dns from 'node:dns';
+import { Controller } from '../src/controller.js';
 import { Recorder, startServer } from './helpers.js';
 import { smtpTransport } from './capture-util.js';
 
@@ -337,4 +339,28 @@ test('pooled transport: 20 messages over few connections, each arrives exactly o
     assert.match(m.content.toString(), new RegExp(`message number ${n}\\r\\n$`));
   }
   assert.ok(handler.sessions.size >= 1 && handler.sessions.size <= 2, `${handler.sessions.size} connections`);
+});
+
+test("a Controller with no hostname takes nodemailer's mail for host 'localhost'", async () => {
+  // nodemailer asks the DNS server about 'localhost' before /etc/hosts: answer "no such name"
+  // here, so the test stays on this machine and nodemailer falls back to the system's lookup.
+  const { resolve4, resolve6 } = dns.Resolver.prototype;
+  const notFound = (_host: string, callback: (error: NodeJS.ErrnoException) => void) =>
+    process.nextTick(callback, Object.assign(new Error('queryA ENOTFOUND'), { code: dns.NOTFOUND }));
+  Object.assign(dns.Resolver.prototype, { resolve4: notFound, resolve6: notFound });
+  const handler = new Recorder();
+  try {
+    await using controller = new Controller(handler, { port: 0 });
+    await controller.start();
+    const transport = transportFor(controller.port, { host: 'localhost' });
+    try {
+      const info = await transport.sendMail({ from: 'a@example.org', to: 'b@example.com', subject: 'via localhost', text: 'hi\n' });
+      assert.deepEqual(info.accepted, ['b@example.com']);
+    } finally {
+      transport.close();
+    }
+  } finally {
+    Object.assign(dns.Resolver.prototype, { resolve4, resolve6 });
+  }
+  assert.equal(handler.messages.length, 1);
 });

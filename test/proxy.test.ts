@@ -112,7 +112,7 @@ describe('Proxy relaying to a second tsmtpd', () => {
     await using proxy = await startProxy(upstream.port);
     const c = await greeted(proxy.port);
     try {
-      assert.equal((await c.cmd('MAIL FROM:<a@example.com>')).text, '250 2.0.0 OK', 'the upstream reply');
+      assert.equal((await c.cmd('MAIL FROM:<a@example.com>')).text, '250 2.1.0 OK', 'the upstream reply');
       assert.equal((await c.cmd('RCPT TO:<nobody@example.com>')).text, '550 5.1.1 No such user');
       assert.equal((await c.cmd('DATA')).code, 503, 'no recipient was accepted: no DATA');
       assert.equal(picky.messages.length, 0);
@@ -131,7 +131,7 @@ describe('Proxy relaying to a second tsmtpd', () => {
       const b = await c.cmd('RCPT TO:<b@example.com>');
       const nobody = await c.cmd('RCPT TO:<nobody@example.com>');
       const cc = await c.cmd('RCPT TO:<c@example.com>');
-      assert.deepEqual([b.text, nobody.text, cc.text], ['250 2.0.0 OK', '550 5.1.1 No such user', '250 2.0.0 OK']);
+      assert.deepEqual([b.text, nobody.text, cc.text], ['250 2.1.5 OK', '550 5.1.1 No such user', '250 2.1.5 OK']);
       assert.equal((await c.cmd('DATA')).code, 354);
       c.send('Subject: s\r\n\r\nx\r\n.\r\n');
       assert.equal((await c.reply(15000)).text, '250 2.0.0 OK');
@@ -368,7 +368,7 @@ describe('Proxy: the upstream decides at each command', () => {
       c.send('Subject: s\r\n\r\nx\r\n.\r\n');
       assert.equal((await c.reply(15000)).code, 250);
       const xPeer = `X-Peer: 127.0.0.1:${c.socket.localPort}\r\n`;
-      assert.deepEqual(recorder.messages[0]!.mailParams, [`SIZE=${100 + xPeer.length}`, 'BODY=8BITMIME', 'SMTPUTF8']);
+      assert.deepEqual(recorder.messages[0]!.mailParams, [`SIZE=${100 + xPeer.length + 2}`, 'BODY=8BITMIME', 'SMTPUTF8']);
       assert.deepEqual(recorder.messages[0]!.rcptTos, ['ü@example.com']);
     } finally {
       c.close();

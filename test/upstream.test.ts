@@ -138,7 +138,7 @@ describe('Upstream against a tsmtpd server', () => {
       assert.ok(up.supports('SIZE') && up.supports('8bitmime') && up.supports('SMTPUTF8'));
       assert.equal(up.extensions.get('SIZE'), '33554432');
       assert.equal(up.secure, false);
-      assert.deepEqual(await up.command('MAIL FROM:<a@example.com>'), { code: 250, lines: ['2.0.0 OK'] });
+      assert.deepEqual(await up.command('MAIL FROM:<a@example.com>'), { code: 250, lines: ['2.1.0 OK'] });
       assert.equal((await up.command('RCPT TO:<b@example.com>')).code, 250);
       const bad = await up.command('RCPT TO:<no brackets');
       assert.equal(bad.code, 501, 'a refusal is a reply, not an error');

@@ -4,6 +4,7 @@
  */
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import { formatPeer, type Envelope, type RcptOptions, type Session } from '../session.js';
+import { clean } from './headers.js';
 
 export class Debugging implements Handler {
   readonly stream: NodeJS.WritableStream;
@@ -50,7 +51,7 @@ export function formatMessage(session: Session, envelope: Envelope): string {
   for (const line of splitLines(text)) {
     // X-Peer goes where the headers end, as aiosmtpd does; no blank line means no X-Peer.
     if (inHeaders && line === '') {
-      out.push(`X-Peer: ${formatPeer(session.peer)}`);
+      out.push(`X-Peer: ${clean(formatPeer(session.peer))}`);
       inHeaders = false;
     }
     out.push(line);

@@ -1,13 +1,14 @@
 /** The built-in handlers, and the names the CLI's `-c Name` accepts for them. */
 import type { HandlerClass } from '../handler.js';
 import { Debugging } from './debugging.js';
+import { JetStream } from './jetstream.js';
 import { Mailbox } from './mailbox.js';
 import { AsyncMessage, Message } from './message.js';
 import { Proxy } from './proxy.js';
 import { BufferedSink, Sink } from './sink.js';
 import { Capture } from '../capture/capture.js';
 
-export { Debugging, Mailbox, Sink, BufferedSink, Proxy, Message, AsyncMessage, Capture };
+export { Debugging, Mailbox, Sink, BufferedSink, Proxy, Message, AsyncMessage, JetStream, Capture };
 
 /**
  * Keyed by bare class name, as aiosmtpd's `-c aiosmtpd.handlers.Name` shortened to `-c Name`.
@@ -18,5 +19,6 @@ export const builtinHandlers: Record<string, HandlerClass> = {
   Sink,
   Mailbox,
   Proxy,
+  JetStream,
   Capture,
 };

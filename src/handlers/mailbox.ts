@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import type { Envelope, Session } from '../session.js';
-import { bodyOf, lineEnding, traceHeaders } from './headers.js';
+import { bodyOf, lineEnding, traceHeaders, tracePrefix } from './headers.js';
 
 /**
  * mkdir -p, mode 0700. Not `mkdir(..., { recursive: true })`: on Node 20 that loops forever where
@@ -58,36 +58,34 @@ export class Mailbox implements Handler {
   }
 
   /**
-   * SMTP: one file for the message. LMTP (RFC 2033): one file per recipient, each with its own
-   * reply, so a failed write fails only that recipient.
+   * One file per message, for SMTP and LMTP alike: LMTP's recipients (RFC 2033) all get the same
+   * file in the same Maildir, so a thousand recipients cost one write, not a thousand. Each gets
+   * its own reply, all 250 or all 451, since they share the one write.
    */
   async handleDATA(server: SMTPServer, session: Session, envelope: Envelope): Promise<string | string[]> {
     if (!server.lmtp) {
       await this.deliver(session, envelope);
       return '250 OK';
     }
-    const replies: string[] = [];
-    for (const rcpt of envelope.rcptTos) {
-      try {
-        await this.deliver(session, envelope, [rcpt]);
-        replies.push(`250 2.0.0 <${rcpt}> delivered`);
-      } catch {
-        replies.push(`451 4.3.0 <${rcpt}> delivery failed, try again later`);
-      }
-    }
-    return replies;
+    const delivered = await this.deliver(session, envelope).then(
+      () => true,
+      () => false,
+    );
+    return envelope.rcptTos.map((rcpt) =>
+      delivered ? `250 2.0.0 <${rcpt}> delivered` : `451 4.3.0 <${rcpt}> delivery failed, try again later`,
+    );
   }
 
   /**
    * Writes one message to new/ and returns its path. `recipients` fills X-RcptTo (default:
-   * every envelope recipient; LMTP delivers per recipient). Throws on failure, leaving nothing
-   * behind in tmp/ or new/.
+   * every envelope recipient). Throws on failure, leaving nothing behind in tmp/ or new/.
    */
   async deliver(session: Session, envelope: Envelope, recipients: string[] = envelope.rcptTos): Promise<string> {
     await this.init();
     const body = bodyOf(envelope);
+    const eol = lineEnding(body);
     // Prepended, so these come first and win over any X- header the client forged.
-    const header = Buffer.from(traceHeaders(session, envelope, lineEnding(body), recipients), 'utf8');
+    const header = tracePrefix(traceHeaders(session, envelope, eol, recipients), body, eol);
     return writeMaildirFile(this.mailDir, [header, body]);
   }
 }

@@ -6,8 +6,8 @@
  */
 import type { ParsedMail, SimpleParserOptions } from 'mailparser';
 import type { Handler, SMTPServer } from '../handler.js';
-import { formatPeer, type Envelope, type Session } from '../session.js';
-import { clean, prepareMessage as rawWithTraceHeaders } from './headers.js';
+import type { Envelope, Session } from '../session.js';
+import { prepareMessage as rawWithTraceHeaders, traceValues } from './headers.js';
 
 export type { ParsedMail, SimpleParserOptions };
 
@@ -62,9 +62,10 @@ export abstract class Message implements Handler {
     const simpleParser = await loadParser();
     const message = await simpleParser(rawWithTraceHeaders(session, envelope), this.parserOptions);
     // A forged header of the same name would otherwise turn the value into an array.
-    message.headers.set('x-peer', clean(formatPeer(session.peer)));
-    message.headers.set('x-mailfrom', clean(envelope.mailFrom ?? ''));
-    message.headers.set('x-rcptto', clean(envelope.rcptTos.join(', ')));
+    const values = traceValues(session, envelope);
+    message.headers.set('x-peer', values.peer);
+    message.headers.set('x-mailfrom', values.mailFrom);
+    message.headers.set('x-rcptto', values.rcptTo);
     return message;
   }
 

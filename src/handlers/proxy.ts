@@ -19,8 +19,9 @@
 import type { ConnectionOptions } from 'node:tls';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import { Reply } from '../replies.js';
-import { formatPeer, type Envelope, type MailOptions, type RcptOptions, type Session } from '../session.js';
-import { bodyOf, clean } from './headers.js';
+import { type Envelope, type MailOptions, type RcptOptions, type Session } from '../session.js';
+import { mailDsnParameters, notifyRelayed, rcptDsnParameters } from './dsn-relay.js';
+import { bodyOf, peerHeader, tracePrefix } from './headers.js';
 import { DEFAULT_IDLE_TIMEOUT, Upstream, UpstreamError, type UpstreamReply } from './upstream.js';
 
 export { toCRLF } from './upstream.js';
@@ -111,7 +112,7 @@ export class Proxy implements Handler {
   async handleRCPT(server: SMTPServer, session: Session, envelope: Envelope, address: string, rcptOptions: RcptOptions): Promise<string> {
     const t = this.current(session, envelope) ?? (await this.beginFor(server, session, envelope));
     if (typeof t === 'string') return t;
-    const reply = await this.recipient(t, address);
+    const reply = await this.recipient(t, address, rcptOptions);
     if (reply.startsWith('2')) {
       envelope.rcptTos.push(address);
       envelope.rcptOptions.push(rcptOptions);
@@ -185,7 +186,8 @@ export class Proxy implements Handler {
       upstream.quit();
       return NO_SMTPUTF8;
     }
-    const mail = `MAIL FROM:<${address}>${mailParameters(upstream, options, xPeer(session).length, utf8)}`;
+    const dsn = mailDsnParameters(options, upstream.supports('DSN'));
+    const mail = `MAIL FROM:<${address}>${mailParameters(upstream, options, Buffer.byteLength(xPeer(session)) + 2, utf8)}${dsn}`;
     try {
       const reply = await upstream.command(mail);
       if (!isSuccess(reply)) {
@@ -209,9 +211,9 @@ export class Proxy implements Handler {
   }
 
   /** RCPT TO upstream; its reply, passed back. */
-  private async recipient(t: Transaction, address: string): Promise<string> {
+  private async recipient(t: Transaction, address: string, options: RcptOptions | undefined): Promise<string> {
     if (!t.utf8 && !isAscii(address)) return NO_SMTPUTF8;
-    const command = `RCPT TO:<${address}>`;
+    const command = `RCPT TO:<${address}>${rcptDsnParameters(options, t.upstream.supports('DSN'), t.utf8)}`;
     try {
       const reply = await (await this.live(t)).command(command);
       if (isSuccess(reply)) {
@@ -253,14 +255,14 @@ export class Proxy implements Handler {
       const refusals: Array<string | null> = [];
       const unsent = new Map<string, number>();
       for (const a of t.accepted) unsent.set(a, (unsent.get(a) ?? 0) + 1);
-      for (const address of envelope.rcptTos) {
+      for (const [i, address] of envelope.rcptTos.entries()) {
         const n = unsent.get(address) ?? 0;
         if (n > 0) {
           unsent.set(address, n - 1);
           refusals.push(null);
           continue;
         }
-        const reply = await this.recipient(t, address);
+        const reply = await this.recipient(t, address, envelope.rcptOptions[i]);
         refusals.push(reply.startsWith('2') ? null : reply);
       }
       const first = refusals.find((r) => r !== null);
@@ -271,9 +273,14 @@ export class Proxy implements Handler {
         return refusals.map((r) => r ?? first);
       }
       const upstream = await this.live(t);
-      const final = await upstream.data([Buffer.from(xPeer(session), 'utf8'), bodyOf(envelope)]);
+      const body = bodyOf(envelope);
+      const sent = [tracePrefix(xPeer(session), body, '\r\n'), body];
+      const final = await upstream.data(sent);
       upstream.quit();
       const reply = passBack(final);
+      if (isSuccess(final) && !upstream.supports('DSN')) {
+        notifyRelayed({ connect: () => this.connect(t.name), name: t.name, remoteMta: this.host, envelope, refusals, utf8: t.utf8, reply, sent });
+      }
       return refusals.map((r) => r ?? reply);
     } catch {
       t.upstream.close();
@@ -296,7 +303,7 @@ function isSuccess(reply: UpstreamReply): boolean {
 
 /** The trace header put in front of the message (X-MailFrom and X-RcptTo are not: X-RcptTo would show every recipient the Bcc list). */
 function xPeer(session: Session): string {
-  return `X-Peer: ${clean(formatPeer(session.peer))}\r\n`;
+  return peerHeader(session, '\r\n');
 }
 
 /** SIZE, BODY and SMTPUTF8 as the client declared them, each only when the upstream offers it. */

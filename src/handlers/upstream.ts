@@ -29,6 +29,8 @@ export interface UpstreamOptions {
   timeout?: number;
   /** Milliseconds between commands after which the connection says QUIT and closes. Default 60000. */
   idleTimeout?: number;
+  /** Speak LMTP (RFC 2033): LHLO instead of EHLO, and one reply per recipient after the body. */
+  lmtp?: boolean;
 }
 
 export const DEFAULT_UPSTREAM_TIMEOUT = 30_000;
@@ -89,6 +91,8 @@ export class Upstream {
   /** STARTTLS is in flight: what follows its reply in clear is dropped, not read (RFC 3207 §4.2). */
   private dropAfterReply = false;
   private dropping = false;
+  /** LMTP replies still to come after the body's first one. */
+  private expected = 0;
 
   private constructor(options: UpstreamOptions) {
     this.options = options;
@@ -153,6 +157,11 @@ export class Upstream {
       if (go.code < 400) throw this.fail(new UpstreamError(`unexpected reply to DATA: ${go.code}`, 'EPROTOCOL', go));
       return go;
     }
+    return this.sendBody(chunks);
+  }
+
+  /** The message, normalized and dot-stuffed, then CRLF.CRLF; resolves to the (first) reply. */
+  private async sendBody(chunks: Iterable<Buffer> | AsyncIterable<Buffer>): Promise<UpstreamReply> {
     const encoder = new DataEncoder();
     for await (const chunk of chunks) {
       for (let at = 0; at < chunk.length; at += WRITE_PIECE) {
@@ -160,6 +169,30 @@ export class Upstream {
       }
     }
     return this.exchange(encoder.end());
+  }
+
+  /**
+   * LMTP (RFC 2033 §4.2): DATA and the message, then one reply per accepted recipient, in RCPT
+   * order. A refused DATA stands for every recipient; over SMTP the one reply stands for all.
+   */
+  async dataPerRecipient(chunks: Iterable<Buffer> | AsyncIterable<Buffer>, recipients: number): Promise<UpstreamReply[]> {
+    const n = Math.max(1, recipients);
+    const all = (reply: UpstreamReply) => Array.from({ length: n }, () => reply);
+    if (this.options.lmtp !== true) return all(await this.data(chunks));
+    const go = await this.command('DATA');
+    if (go.code !== 354) {
+      if (go.code < 400) throw this.fail(new UpstreamError(`unexpected reply to DATA: ${go.code}`, 'EPROTOCOL', go));
+      return all(go);
+    }
+    // The replies after the first come unasked, together: they are kept, not taken for strays.
+    this.expected = n - 1;
+    const replies = [await this.sendBody(chunks)];
+    try {
+      while (replies.length < n) replies.push(await this.read());
+    } finally {
+      this.expected = 0;
+    }
+    return replies;
   }
 
   /** Ends politely: QUIT, then closes on its reply (or after a few seconds). Never throws. */
@@ -200,7 +233,7 @@ export class Upstream {
 
   private async hello(): Promise<void> {
     this.ext = new Map();
-    const ehlo = await this.command(`EHLO ${this.options.name}`);
+    const ehlo = await this.command(`${this.options.lmtp === true ? 'LHLO' : 'EHLO'} ${this.options.name}`);
     if (ehlo.code >= 200 && ehlo.code < 300) {
       for (const line of ehlo.lines.slice(1)) {
         const m = /^([A-Za-z0-9][A-Za-z0-9-]*)(?:[ =](.*))?$/.exec(line.trim());
@@ -208,7 +241,7 @@ export class Upstream {
       }
       return;
     }
-    if (ehlo.code === 421) throw this.fail(new UpstreamError('EHLO refused', 'EHELO', ehlo));
+    if (ehlo.code === 421 || this.options.lmtp === true) throw this.fail(new UpstreamError('EHLO refused', 'EHELO', ehlo));
     const helo = await this.command(`HELO ${this.options.name}`);
     if (helo.code < 200 || helo.code >= 300) throw this.fail(new UpstreamError('HELO refused', 'EHELO', helo));
   }
@@ -285,6 +318,9 @@ export class Upstream {
         this.dropping = true;
       }
       waiter.resolve(reply);
+    } else if (this.expected > 0) {
+      this.expected -= 1;
+      this.queue.push(reply);
     } else if (reply.code !== 421 || this.queue.push(reply) > MAX_QUEUED) {
       // Every command's reply is awaited before the command is written, so this reply answers
       // nothing: taking it for the next command's would pass the wrong replies on. Only a 421
