@@ -164,3 +164,21 @@ test('hostile input: the text helpers stay linear and never return script links'
   assert.equal(findCode('nothing here'), undefined);
   assert.deepEqual(extractLinks('see https://x.test/a). and (https://w.test/A_(b))', null), ['https://x.test/a', 'https://w.test/A_(b)']);
 });
+
+test('BDAT (CHUNKING): the chunks are captured as one message, byte for byte', async () => {
+  const capture = new Capture();
+  await using controller = await startServer(capture);
+  const client = await greeted(controller.port);
+  await client.cmd('MAIL FROM:<a@example.com>');
+  await client.cmd('RCPT TO:<b@example.com>');
+  const first = 'Subject: chunked\r\n\r\nbare\nLF and a dot\r\n.\r\n';
+  client.send(`BDAT ${Buffer.byteLength(first)}\r\n${first}`);
+  assert.equal((await client.reply()).code, 250);
+  client.send('BDAT 7 LAST\r\nend\r\n\r\n');
+  const reply = await client.reply();
+  assert.match(reply.text, /^250 2\.0\.0 Ok: queued as /);
+  const m = capture.inbox.latest()!;
+  assert.equal(m.raw.toString('latin1'), `${first}end\r\n\r\n`);
+  assert.equal(m.subject, 'chunked');
+  client.socket.destroy();
+});
