@@ -33,11 +33,11 @@ function abortReason(signal: AbortSignal): Error {
 }
 
 export class Inbox implements AsyncIterable<CapturedMessage> {
-  protected readonly store: MessageStore;
+  private readonly store: MessageStore;
   private readonly filter: (message: CapturedMessage) => boolean;
   private readonly whole: boolean;
   /** How this view is named in errors: 'the inbox', 'the inbox of a@b'. */
-  protected readonly label: string;
+  private readonly label: string;
 
   /** @internal Capture makes the root inbox; narrower ones come from scope(), forRecipient() and isolate(). */
   constructor(store: MessageStore, filter?: (message: CapturedMessage) => boolean, label = 'the inbox') {
@@ -204,12 +204,14 @@ export class IsolatedInbox extends Inbox implements Disposable {
   /** The plus-address tag: lower-case letters and digits. */
   readonly tag: string;
   private closed = false;
+  private readonly tags: MessageStore;
 
   /** @internal made by Inbox.isolate() */
   constructor(store: MessageStore, parent: (message: CapturedMessage) => boolean) {
     const tag = `t${randomBytes(6).toString('hex')}`;
     super(store, (m) => parent(m) && m.envelope.rcptTos.some((r) => plusTag(r) === tag), `the isolated inbox +${tag}`);
     this.tag = tag;
+    this.tags = store;
   }
 
   /** `local+tag@domain` for a base address (default `test@example.com`). */
@@ -225,7 +227,7 @@ export class IsolatedInbox extends Inbox implements Disposable {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.store.closeTag(this.tag);
+    this.tags.closeTag(this.tag);
     this.clear();
   }
 
