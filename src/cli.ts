@@ -27,6 +27,7 @@ import {
   CAPTURE_OPTION_NAMES,
   CaptureOptionError,
   captureOption,
+  configureCapture,
   defaultCaptureOptions,
   startCaptureHttp,
   type CaptureCliOptions,
@@ -551,6 +552,7 @@ async function main(argv: string[]): Promise<number> {
     }
     if (args.capture.given && !(handler instanceof Capture)) throw new CliError('the capture options need -c Capture');
     if (handler instanceof Capture && args.workers > 1) throw new CliError('-c Capture keeps its mail in one process: it cannot run with --workers');
+    if (handler instanceof Capture) configureCapture(handler, args.capture);
     // Fail now, with one line, on a certificate that does not load.
     for (const pair of [starttls, smtps]) {
       if (pair === undefined) continue;

@@ -7,11 +7,12 @@ import { json } from './capture-util.js';
 
 test('-c Capture --http: SMTP with AUTH accept-any, the API sees the mail and the user', async () => {
   const [smtpPort, httpPort] = [await freePort(), await freePort()];
-  const cli = new CliProcess(['-n', '-c', 'Capture', '-l', `127.0.0.1:${smtpPort}`, '--http', `127.0.0.1:${httpPort}`, '--auth-accept-any', '--auth-allow-insecure', '--max-messages', '2']);
+  const cli = new CliProcess(['-n', '-c', 'Capture', '-l', `127.0.0.1:${smtpPort}`, '--http', `127.0.0.1:${httpPort}`, '--auth-accept-any', '--auth-allow-insecure', '--max-messages', '2', '--fault', 'RCPT/*@bad.example 550 5.1.1 No such user']);
   try {
     await cli.listening();
     await cli.until(() => /web UI and API on http:\/\/127\.0\.0\.1:\d+/.test(cli.stderr), 'the web UI line');
     const smtp = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort, secure: false, ignoreTLS: true, auth: { user: 'anyone', pass: 'anything' } });
+    await assert.rejects(smtp.sendMail({ from: 'a@example.com', to: 'x@bad.example', subject: 'refused', text: 'x' }), /550 5\.1\.1 No such user/);
     for (let i = 0; i < 3; i++) await smtp.sendMail({ from: 'a@example.com', to: 'b@example.com', subject: `cli ${i}`, text: 'hello' });
     smtp.close();
     const list = await json<{ total: number; messages: Array<{ Subject: string; Username: string }> }>(`http://127.0.0.1:${httpPort}/api/v1/messages`);

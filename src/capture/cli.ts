@@ -125,12 +125,16 @@ export function captureOption(options: CaptureCliOptions, name: string, value: s
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
-/** Applies the limits and starts the HTTP side; returns it, and a warning to print when it is exposed without authentication. */
-export async function startCaptureHttp(capture: Capture, options: CaptureCliOptions): Promise<{ http: CaptureHttpServer; warning: string | null }> {
+/** The limits and fault rules, in force before the SMTP side takes its first connection. */
+export function configureCapture(capture: Capture, options: CaptureCliOptions): void {
   capture.store.maxMessages = options.maxMessages;
   capture.store.maxBytes = options.maxBytes;
   capture.store.prune();
   for (const rule of options.faults) capture.faults.add(rule);
+}
+
+/** Starts the HTTP side; returns it, and a warning to print when it is exposed without authentication. */
+export async function startCaptureHttp(capture: Capture, options: CaptureCliOptions): Promise<{ http: CaptureHttpServer; warning: string | null }> {
   let authenticate: ((user: string, password: string) => Promise<boolean>) | undefined;
   if (options.httpAuthFile !== null) {
     const users = await loadHtpasswd(options.httpAuthFile);

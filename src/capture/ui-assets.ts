@@ -77,7 +77,7 @@ pre { white-space: pre-wrap; word-break: break-word; background: #f7f7f7; paddin
 
 export const APP_JS = String.raw`
 const $ = (id) => document.getElementById(id);
-const state = { query: '', messages: [], current: null, tab: 'html' };
+const state = { query: '', messages: [], current: null, tab: 'html', reload: null };
 
 function el(tag, text, attrs) {
   const node = document.createElement(tag);
@@ -192,8 +192,10 @@ function connect() {
   ws.onclose = () => { $('live').textContent = 'offline'; $('live').className = ''; setTimeout(connect, 2000); };
   ws.onmessage = (event) => {
     const { Type } = JSON.parse(event.data);
-    if (Type === 'stats') return;
-    if (!state.current) loadList();
+    if (Type === 'stats' || state.current) return;
+    // A burst of mail is one reload, not one per message.
+    if (state.reload) return;
+    state.reload = setTimeout(() => { state.reload = null; loadList(); }, 200);
   };
 }
 
