@@ -48,15 +48,6 @@ export const acceptAnyAuthenticator: Authenticator = (_server, _session, _envelo
 /** The reply a dropped connection's hook settles with, should the engine still be listening. */
 const DROPPED = '421 4.4.2 Connection dropped (fault rule)';
 
-/**
- * Cuts the connection now, mid-command. SMTPServer's close() waits for the pending reply, which
- * is not a drop; the SMTP class has destroy(), which the hook interface does not declare yet.
- */
-function dropConnection(server: SMTPServer): void {
-  const destroy = (server as SMTPServer & { destroy?: () => void }).destroy;
-  if (typeof destroy === 'function') destroy.call(server);
-  else server.close();
-}
 
 export class Capture implements Handler {
   readonly store: MessageStore;
@@ -120,7 +111,7 @@ export class Capture implements Handler {
     }
     // Mid-DATA: let the first bytes of the body arrive, then cut.
     if (stream !== undefined) await new Promise<void>((resolve) => stream.once('data', () => resolve()).once('end', resolve).once('error', () => resolve()));
-    dropConnection(server);
+    server.destroy();
     return DROPPED;
   }
 
