@@ -15,6 +15,8 @@ import { parseXforward } from '../src/xforward.js';
 import { prepareMessage } from '../src/handlers/headers.js';
 import { Debugging } from '../src/handlers/debugging.js';
 import { Probe } from './scale-util.js';
+import { authResultsOf, withAuthResults } from '../src/authres/index.js';
+import { fixtureResolver, message } from './authres-util.js';
 
 const quiet: Logger = { debugEnabled: false, debug() {}, info() {}, warn() {}, error() {} };
 const KEYWORD = 'XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE';
@@ -173,6 +175,45 @@ describe('XFORWARD from a trusted MTA', () => {
     assert.equal(formatClient(s), '127.0.0.1:1025');
     s.xforward = { ADDR: 'unix-socket-client', PORT: null };
     assert.equal(formatClient(s), 'unix-socket-client');
+  });
+});
+
+describe('withAuthResults and XFORWARD', () => {
+  /** The SPF result for mail from alice@fwd.example, whose SPF allows only 203.0.113.9. */
+  async function spfOf(options: ControllerOptions, xforward: string | null): Promise<{ result: string | undefined; ip: string | undefined }> {
+    const seen: Array<string | undefined> = [];
+    const ips: Array<string | undefined> = [];
+    const inner: Handler = {
+      handleDATA(_s, _session, envelope) {
+        seen.push(authResultsOf(envelope)?.spf?.result);
+        ips.push(authResultsOf(envelope)?.spf?.clientIp);
+        return '250 OK';
+      },
+    };
+    const resolver = fixtureResolver({ 'fwd.example TXT': ['v=spf1 ip4:203.0.113.9 -all'] });
+    const controller = new Controller(withAuthResults(inner, { authservId: 'mx.test', resolver }), { hostname: '127.0.0.1', port: 0, logger: quiet, ...options });
+    await controller.start();
+    const { p } = await session(controller.port);
+    try {
+      if (xforward !== null) await p.cmd(xforward);
+      await expect(p, 'MAIL FROM:<alice@fwd.example>', 250);
+      await expect(p, 'RCPT TO:<b@example.com>', 250);
+      await expect(p, 'DATA', 354);
+      await expect(p, `${message('alice@fwd.example').toString()}.`, 250);
+      return { result: seen[0], ip: ips[0] };
+    } finally {
+      p.close();
+      await controller.stop();
+    }
+  }
+
+  test('SPF is checked for the forwarded client of a trusted MTA, and for the peer otherwise', async () => {
+    assert.deepEqual(await spfOf({ xforwardAllow: ['127.0.0.1'] }, 'XFORWARD ADDR=203.0.113.9 HELO=client.fwd.example'), { result: 'pass', ip: '203.0.113.9' });
+    assert.deepEqual(await spfOf({ xforwardAllow: ['127.0.0.1'] }, null), { result: 'fail', ip: '127.0.0.1' });
+    // Attack: an untrusted client cannot claim a passing address.
+    assert.deepEqual(await spfOf({}, 'XFORWARD ADDR=203.0.113.9'), { result: 'fail', ip: '127.0.0.1' });
+    // A non-IP forwarded address is no address for SPF: the peer's is used.
+    assert.deepEqual(await spfOf({ xforwardAllow: ['127.0.0.1'] }, 'XFORWARD ADDR=some-unix-client'), { result: 'fail', ip: '127.0.0.1' });
   });
 });
 
