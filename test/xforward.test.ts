@@ -170,6 +170,35 @@ describe('XFORWARD from a trusted MTA', () => {
     }
   });
 
+  test('XFORWARD passes the AUTH gate (authRequired), as XCLIENT does; MAIL still does not', async () => {
+    const { controller } = await start({ xforwardAllow: ['127.0.0.1'], authRequired: true });
+    const { p, ehlo } = await session(controller.port);
+    try {
+      assert.ok(ehlo.some((l) => l.slice(4) === KEYWORD), ehlo.join('|'));
+      await expect(p, 'XFORWARD ADDR=192.0.2.1', 250);
+      await expect(p, 'MAIL FROM:<a@example.com>', 530);
+    } finally {
+      p.close();
+      await controller.stop();
+    }
+  });
+
+  test('LMTP: XFORWARD works after LHLO too', async () => {
+    const { controller, handler } = await start({ xforwardAllow: ['127.0.0.1'], lmtp: true });
+    const p = await Probe.connect(controller.port);
+    try {
+      assert.equal((await p.reply()).code, 220);
+      const r = await p.cmd('LHLO filter.example');
+      assert.ok(r.lines.some((l) => l.slice(4) === KEYWORD), r.text);
+      await expect(p, 'XFORWARD ADDR=192.0.2.9 PORT=7', 250);
+      await send(p);
+      assert.equal(handler.atData[0]?.ADDR, '192.0.2.9');
+    } finally {
+      p.close();
+      await controller.stop();
+    }
+  });
+
   test('formatClient: the forwarded client, else the peer', () => {
     const s = { peer: { address: '127.0.0.1', port: 1025, family: 'IPv4' }, xforward: null } as unknown as Session;
     assert.equal(formatClient(s), '127.0.0.1:1025');
