@@ -45,6 +45,18 @@ async function start(options: ControllerOptions = {}) {
   return { controller, handler };
 }
 
+/** A server with `options`, a greeted client, `fn`, then both closed. */
+async function withSession(options: ControllerOptions, fn: (s: { p: Probe; handler: Seen; ehlo: string[] }) => Promise<void>): Promise<void> {
+  const { controller, handler } = await start(options);
+  const { p, ehlo } = await session(controller.port);
+  try {
+    await fn({ p, handler, ehlo });
+  } finally {
+    p.close();
+    await controller.stop();
+  }
+}
+
 async function session(port: number): Promise<{ p: Probe; ehlo: string[] }> {
   const p = await Probe.connect(port);
   assert.equal((await p.reply()).code, 220);
@@ -68,9 +80,7 @@ async function send(p: Probe, body = 'Subject: hi\r\n\r\nhello\r\n'): Promise<vo
 
 describe('XFORWARD from a trusted MTA', () => {
   test('offered in EHLO right after XCLIENT; attributes typed on the session', async () => {
-    const { controller, handler } = await start({ xforwardAllow: ['127.0.0.0/8'], xclientAllow: ['127.0.0.1'] });
-    const { p, ehlo } = await session(controller.port);
-    try {
+    await withSession({ xforwardAllow: ['127.0.0.0/8'], xclientAllow: ['127.0.0.1'] }, async ({ p, handler, ehlo }) => {
       const keywords = ehlo.map((l) => l.slice(4));
       const at = keywords.indexOf(KEYWORD);
       assert.ok(at > 0, ehlo.join('|'));
@@ -89,45 +99,30 @@ describe('XFORWARD from a trusted MTA', () => {
         SOURCE: 'REMOTE',
       });
       assert.match(handler.messages[0]!, /^X-Peer: \[2001:db8::25\]:4567\r\n/);
-    } finally {
-      p.close();
-      await controller.stop();
-    }
+    });
   });
 
   test('[UNAVAILABLE] and [TEMPUNAVAIL] are null; without an address X-Peer shows the real peer', async () => {
-    const { controller, handler } = await start({ xforwardAllow: ['127.0.0.1'] });
-    const { p } = await session(controller.port);
-    try {
+    await withSession({ xforwardAllow: ['127.0.0.1'] }, async ({ p, handler }) => {
       await expect(p, 'XFORWARD NAME=[UNAVAILABLE] ADDR=[UNAVAILABLE] PORT=[TEMPUNAVAIL] SOURCE=LOCAL', 250);
       await send(p);
       assert.deepEqual(handler.atData[0], { NAME: null, ADDR: null, PORT: null, SOURCE: 'LOCAL' });
       assert.match(handler.messages[0]!, /^X-Peer: 127\.0\.0\.1:\d+\r\n/);
-    } finally {
-      p.close();
-      await controller.stop();
-    }
+    });
   });
 
   test('an address without a port is shown alone; a later XFORWARD overrides an earlier one', async () => {
-    const { controller, handler } = await start({ xforwardAllow: ['127.0.0.1'] });
-    const { p } = await session(controller.port);
-    try {
+    await withSession({ xforwardAllow: ['127.0.0.1'] }, async ({ p, handler }) => {
       await expect(p, 'XFORWARD ADDR=192.0.2.1 HELO=first.example', 250);
       await expect(p, 'XFORWARD ADDR=198.51.100.7', 250);
       await send(p);
       assert.deepEqual(handler.atData[0], { ADDR: '198.51.100.7', HELO: 'first.example' });
       assert.match(handler.messages[0]!, /^X-Peer: 198\.51\.100\.7\r\n/);
-    } finally {
-      p.close();
-      await controller.stop();
-    }
+    });
   });
 
   test('reset at the end of each transaction: after DATA, after RSET, after a new EHLO', async () => {
-    const { controller, handler } = await start({ xforwardAllow: ['127.0.0.1'] });
-    const { p } = await session(controller.port);
-    try {
+    await withSession({ xforwardAllow: ['127.0.0.1'] }, async ({ p, handler }) => {
       await expect(p, 'XFORWARD ADDR=192.0.2.1 PORT=25', 250);
       await send(p);
       await send(p); // the second message came without XFORWARD: no forwarded client
@@ -143,10 +138,7 @@ describe('XFORWARD from a trusted MTA', () => {
       await expect(p, 'EHLO again.example', 250);
       await expect(p, 'MAIL FROM:<a@example.com>', 250);
       assert.equal(handler.atMail.at(-1), null);
-    } finally {
-      p.close();
-      await controller.stop();
-    }
+    });
   });
 
   test('the Debugging handler prints the forwarded client as X-Peer', async () => {
@@ -171,16 +163,11 @@ describe('XFORWARD from a trusted MTA', () => {
   });
 
   test('XFORWARD passes the AUTH gate (authRequired), as XCLIENT does; MAIL still does not', async () => {
-    const { controller } = await start({ xforwardAllow: ['127.0.0.1'], authRequired: true });
-    const { p, ehlo } = await session(controller.port);
-    try {
+    await withSession({ xforwardAllow: ['127.0.0.1'], authRequired: true }, async ({ p, ehlo }) => {
       assert.ok(ehlo.some((l) => l.slice(4) === KEYWORD), ehlo.join('|'));
       await expect(p, 'XFORWARD ADDR=192.0.2.1', 250);
       await expect(p, 'MAIL FROM:<a@example.com>', 530);
-    } finally {
-      p.close();
-      await controller.stop();
-    }
+    });
   });
 
   test('LMTP: XFORWARD works after LHLO too', async () => {
@@ -270,9 +257,7 @@ describe('XFORWARD attacks', () => {
   }
 
   test('XFORWARD inside a transaction: 503, and the transaction keeps its client', async () => {
-    const { controller, handler } = await start({ xforwardAllow: ['127.0.0.1'] });
-    const { p } = await session(controller.port);
-    try {
+    await withSession({ xforwardAllow: ['127.0.0.1'] }, async ({ p, handler }) => {
       await expect(p, 'MAIL FROM:<a@example.com>', 250);
       assert.match(await expect(p, 'XFORWARD ADDR=203.0.113.9', 503), /^503 5\.5\.1 /);
       await expect(p, 'RCPT TO:<b@example.com>', 250);
@@ -280,10 +265,7 @@ describe('XFORWARD attacks', () => {
       await expect(p, 'DATA', 354);
       await expect(p, 'Subject: x\r\n\r\nbody\r\n.', 250);
       assert.equal(handler.atData[0], null);
-    } finally {
-      p.close();
-      await controller.stop();
-    }
+    });
   });
 
   const long = 'a'.repeat(256);
@@ -333,23 +315,16 @@ describe('XFORWARD attacks', () => {
   }
 
   test('a control character in the line itself is refused before XFORWARD runs', async () => {
-    const { controller, handler } = await start({ xforwardAllow: ['127.0.0.1'] });
-    const { p } = await session(controller.port);
-    try {
+    await withSession({ xforwardAllow: ['127.0.0.1'] }, async ({ p, handler }) => {
       p.send('XFORWARD NAME=a\x0bb\r\n');
       assert.equal((await p.reply()).code, 500);
       await send(p);
       assert.equal(handler.atData[0], null);
-    } finally {
-      p.close();
-      await controller.stop();
-    }
+    });
   });
 
   test('a line over 2048 octets is too long, one under it is read (seven full attributes fit)', async () => {
-    const { controller, handler } = await start({ xforwardAllow: ['127.0.0.1'] });
-    const { p } = await session(controller.port);
-    try {
+    await withSession({ xforwardAllow: ['127.0.0.1'] }, async ({ p, handler }) => {
       const v = 'h'.repeat(255);
       const full = `XFORWARD NAME=${v} ADDR=${v} PORT=1 PROTO=${'p'.repeat(64)} HELO=${v} IDENT=${v} SOURCE=REMOTE`;
       assert.ok(full.length > 512 && full.length < 2046);
@@ -357,10 +332,7 @@ describe('XFORWARD attacks', () => {
       assert.match(await expect(p, `XFORWARD NAME=${'+41'.repeat(700)}`, 500), /too long/);
       await send(p);
       assert.equal(handler.atData[0]?.NAME, v);
-    } finally {
-      p.close();
-      await controller.stop();
-    }
+    });
   });
 
   test('a forwarded value that would bend a header stays one escaped line in X-Peer', () => {
