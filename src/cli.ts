@@ -33,7 +33,7 @@ import {
   type CaptureCliOptions,
 } from './capture/cli.js';
 
-const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--workers N] [--shutdown-timeout S] [capture options] [classargs ...]`;
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--xforward-allow ADDRS] [--workers N] [--shutdown-timeout S] [capture options] [classargs ...]`;
 
 const HELP = `${USAGE}
 
@@ -76,6 +76,9 @@ options:
                         the handler then sees the real client address.
   --xclient-allow ADDRS Offer Postfix's XCLIENT to these clients (comma-separated addresses or
                         CIDR ranges; may be repeated).
+  --xforward-allow ADDRS
+                        Offer Postfix's XFORWARD to these MTAs (a content filter's front end;
+                        comma-separated addresses or CIDR ranges; may be repeated).
   --workers N           Serve from N processes (node:cluster) on the same listeners; 'auto' is one
                         per core. A worker that dies is restarted. Default: 1.
   --shutdown-timeout S  On SIGTERM/SIGINT, seconds open transactions may take to finish before
@@ -112,6 +115,7 @@ interface Args {
   /** Seconds to wait for a PROXY header; null: no PROXY protocol. */
   proxyProtocol: number | null;
   xclientAllow: string[];
+  xforwardAllow: string[];
   authFile: string | null;
   authRequired: boolean;
   /** Seconds SIGTERM lets open transactions finish before 421. */
@@ -155,6 +159,15 @@ function addressEntryProblem(entry: string): string | null {
     return `'${entry}': the prefix length must be 0 to ${max}`;
   }
   return null;
+}
+
+/** Appends the comma-separated addresses or CIDR ranges of `value` to `list`, or throws for a bad one. */
+function pushAddressEntries(list: string[], value: string): void {
+  for (const entry of value.split(',')) {
+    const problem = addressEntryProblem(entry);
+    if (problem !== null) throw new CliError(problem);
+    list.push(entry);
+  }
 }
 
 /** One option: its spellings, whether it takes a value, and what it does to Args. */
@@ -242,6 +255,7 @@ const OPTIONS: OptionSpec[] = [
       }
     },
   },
+  { long: 'xforward-allow', value: 'required', apply: (a, v) => pushAddressEntries(a.xforwardAllow, v!) },
   { long: 'auth-file', value: 'required', apply: (a, v) => void (a.authFile = v!) },
   { long: 'auth-required', value: 'none', apply: (a) => void (a.authRequired = true) },
   {
@@ -308,6 +322,7 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     workers: 1,
     proxyProtocol: null,
     xclientAllow: [],
+    xforwardAllow: [],
     authFile: null,
     authRequired: false,
     shutdownTimeout: 10,
@@ -617,6 +632,7 @@ async function main(argv: string[]): Promise<number> {
     authRequireTLS: !args.capture.authAllowInsecure,
     proxyProtocolTimeout: args.proxyProtocol === null ? undefined : args.proxyProtocol * 1000,
     xclientAllow: args.xclientAllow,
+    xforwardAllow: args.xforwardAllow,
   };
   // (label, controller) pairs. "localhost" means both loopbacks, so clients that resolve it
   // either way find the server; the ::1 half is optional (a machine may have no IPv6).

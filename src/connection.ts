@@ -143,6 +143,7 @@ export class Connection implements EngineContext, Idler {
   /** RCPTs past maxRecipients in this transaction. */
   #overshoot = 0;
   #xclientOK: boolean | null = null;
+  #xforwardOK: boolean | null = null;
   #callBudget: Map<string, number> | null = null;
   /** Set while a command waits for the client's next line. */
   #lineWaiter: ((line: FramedLine | null) => void) | null = null;
@@ -227,14 +228,21 @@ export class Connection implements EngineContext, Idler {
    * for everyone behind it), never by what an earlier XCLIENT said.
    */
   get xclientAllowed(): boolean {
-    if (this.#xclientOK !== null) return this.#xclientOK;
-    const allow = this.options.xclientAllow;
+    return (this.#xclientOK ??= this.#trusts(this.options.xclientAllow));
+  }
+
+  /** XFORWARD likewise, for the MTAs in front of a content filter (xforwardAllow). */
+  get xforwardAllowed(): boolean {
+    return (this.#xforwardOK ??= this.#trusts(this.options.xforwardAllow));
+  }
+
+  #trusts(allow: string[] | undefined): boolean {
     const socket = this.#socket;
-    if (allow === undefined || allow.length === 0 || socket === null) return (this.#xclientOK = false);
+    if (allow === undefined || allow.length === 0 || socket === null) return false;
     const proxied = this.#session.proxyData === null ? null : proxiedPeer(this.#session.proxyData);
     const address = (proxied?.address ?? socket.remoteAddress)?.replace(/^::ffff:/, '');
-    if (address === undefined || address === '') return (this.#xclientOK = false);
-    return (this.#xclientOK = allowListOf(allow).check(address, isIPv6(address) ? 'ipv6' : 'ipv4'));
+    if (address === undefined || address === '') return false;
+    return allowListOf(allow).check(address, isIPv6(address) ? 'ipv6' : 'ipv4');
   }
 
   // ---- lifetime --------------------------------------------------------------------------
@@ -791,6 +799,8 @@ export class Connection implements EngineContext, Idler {
     }
     this.#bdat = null;
     this.#overshoot = 0;
+    // XFORWARD_README: the forwarded attributes are for one transaction.
+    this.#session.xforward = null;
     this.stopDataTimer();
     this.abortStream('transaction aborted');
   }

@@ -112,6 +112,8 @@ export interface EngineContext extends Context {
   spendCall(verb: string): boolean;
   /** Whether this client may use XCLIENT (judged by the TCP or PROXY-named peer). */
   readonly xclientAllowed: boolean;
+  /** Whether this client may use XFORWARD (judged as XCLIENT is, by xforwardAllow). */
+  readonly xforwardAllowed: boolean;
   /** Queues a reply without counting it (a greeting, 354, 334). */
   push(reply: string): void;
   flush(): void;

@@ -15,6 +15,7 @@ export {
   Session,
   Envelope,
   formatPeer,
+  formatClient,
   type Peer,
   type TLSInfo,
   type MailOptions,
@@ -51,6 +52,7 @@ export {
 export { htpasswdAuthenticator, loadHtpasswd, parseHtpasswd, verifyPassword } from './htpasswd.js';
 export { parseProxyHeader, type ProxyData, type ProxyTLV, type ProxyParse } from './proxy-protocol.js';
 export type { XClientData } from './xclient.js';
+export type { XForwardData, XForwardAttribute } from './xforward.js';
 export {
   DsnError,
   decodeXtext,

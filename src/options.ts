@@ -111,6 +111,11 @@ export interface SMTPOptions {
    */
   xclientAllow?: string[];
   /**
+   * MTAs allowed to use Postfix's XFORWARD to forward the original client's attributes to a
+   * content filter: addresses or CIDR ranges, as xclientAllow. Default: none (not offered).
+   */
+  xforwardAllow?: string[];
+  /**
    * Expect a PROXY protocol v1/v2 header (HAProxy) first on every connection, within this many
    * ms (aiosmtpd's proxy_protocol_timeout); without one the connection is dropped, ungreeted.
    * Default: off.

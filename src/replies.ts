@@ -48,6 +48,9 @@ export const Reply = {
   AUTH_FAILED: '535 5.7.8 Authentication credentials invalid',
   XCLIENT_SYNTAX: '501 5.5.4 Syntax: XCLIENT attribute=value [...]',
   XCLIENT_IN_TRANSACTION: '503 5.5.1 Error: XCLIENT not allowed during a mail transaction',
+  XFORWARD_SYNTAX: '501 5.5.4 Syntax: XFORWARD attribute=value [...]',
+  XFORWARD_IN_TRANSACTION: '503 5.5.1 Error: MAIL transaction in progress',
+  XFORWARD_NOT_ALLOWED: '550 5.7.0 Error: insufficient authorization',
 
   // 5xx
   BAD_SYNTAX: '500 5.5.2 Error: bad syntax',
@@ -90,6 +93,11 @@ export const Reply = {
 /** "500 5.5.1 Error: command "X" not recognized", with the verb made safe to echo. */
 export function unrecognized(verb: string): string {
   return `500 5.5.1 Error: command "${verb.replace(/[^\x21-\x7e]/g, '?').slice(0, 32)}" not recognized`;
+}
+
+/** Postfix's reply to an XFORWARD value its attribute does not allow; `name` is one of XFORWARD's own. */
+export function xforwardBadValue(name: string): string {
+  return `501 5.5.4 Bad XFORWARD ${name} syntax`;
 }
 
 export function tooManyCalls(verb: string): string {

@@ -2,6 +2,7 @@
 import type { PeerCertificate } from 'node:tls';
 import type { ProxyData } from './proxy-protocol.js';
 import type { XClientData } from './xclient.js';
+import type { XForwardData } from './xforward.js';
 
 export type { PeerCertificate };
 
@@ -19,6 +20,18 @@ export interface Peer {
 export function formatPeer(peer: Peer): string {
   if (peer.family === 'unix') return peer.address || 'unix';
   return peer.family === 'IPv6' ? `[${peer.address}]:${peer.port}` : `${peer.address}:${peer.port}`;
+}
+
+/**
+ * The client as the trace headers name it: the one a trusted MTA forwarded with XFORWARD (its
+ * address alone when it gave no port), else the peer, as formatPeer shows it.
+ */
+export function formatClient(session: Session): string {
+  const address = session.xforward?.ADDR;
+  if (typeof address !== 'string') return formatPeer(session.peer);
+  const port = session.xforward?.PORT;
+  if (typeof port !== 'number') return address;
+  return formatPeer({ address, port, family: address.includes(':') ? 'IPv6' : 'IPv4' });
 }
 
 /** What RFC 3207 negotiated, set after STARTTLS or on an implicit-TLS listener. */
@@ -61,6 +74,11 @@ export class Session<TData = SessionData> {
   proxyData: ProxyData | null = null;
   /** What a trusted proxy said of the original client with XCLIENT (Postfix). */
   xclient: XClientData | null = null;
+  /**
+   * What a trusted MTA forwarded of the original client with XFORWARD (Postfix), for the
+   * transaction in progress: null again once it ends (RSET, the end of DATA, a new EHLO).
+   */
+  xforward: XForwardData | null = null;
   #data: TData | null = null;
   /**
    * Free for the handler's own per-connection state: an empty object on first use, or what the

@@ -159,6 +159,8 @@ describe('usage errors: exit 2, one line on stderr, no stack trace', { concurren
     ['--xclient-allow 999.1.1.1', ['-n', '--xclient-allow', '999.1.1.1'], /--xclient-allow: '999\.1\.1\.1' is not an IP address/],
     ['--xclient-allow 10.0.0.0/99', ['-n', '--xclient-allow', '10.0.0.0/99'], /--xclient-allow: .*prefix length must be 0 to 32/],
     ['--xclient-allow with an empty entry', ['-n', '--xclient-allow', '127.0.0.1,'], /--xclient-allow: '' is not an IP address/],
+    ['--xforward-allow 999.1.1.1', ['-n', '--xforward-allow', '999.1.1.1'], /--xforward-allow: '999\.1\.1\.1' is not an IP address/],
+    ['--xforward-allow ::1/129', ['-n', '--xforward-allow', '::1/129'], /--xforward-allow: .*prefix length must be 0 to 128/],
     ['--workers 0', ['-n', '--workers', '0'], /--workers: expected a number of processes/],
     ['--shutdown-timeout soon', ['-n', '--shutdown-timeout', 'soon'], /--shutdown-timeout: expected seconds/],
     ['--proxy-protocol=x', ['-n', '--proxy-protocol=x'], /--proxy-protocol: expected seconds/],
@@ -235,6 +237,22 @@ describe('serving', () => {
       const { c, ehloLines } = await ehlo(port);
       c.close();
       assert.ok(ehloLines.some((l) => /^250[- ]SIZE 1000$/.test(l)), ehloLines.join('|'));
+    });
+  });
+
+  test('--xforward-allow 127.0.0.1 offers XFORWARD to 127.0.0.1 and obeys it; -h lists it', async () => {
+    const help = await runCli(['-h']);
+    assert.match(help.stdout, /\[--xforward-allow ADDRS\]/);
+    assert.match(help.stdout, /^  --xforward-allow ADDRS$/m);
+    const port = await freePort();
+    await withCli(['-n', '-c', 'Sink', '-l', `127.0.0.1:${port}`, '--xforward-allow', '10.0.0.0/8,127.0.0.1'], async () => {
+      const { c, ehloLines } = await ehlo(port);
+      try {
+        assert.ok(ehloLines.some((l) => /^250[- ]XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE$/.test(l)), ehloLines.join('|'));
+        assert.equal((await c.cmd('XFORWARD ADDR=203.0.113.9 PORT=25')).code, 250);
+      } finally {
+        c.close();
+      }
     });
   });
 

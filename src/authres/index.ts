@@ -12,6 +12,7 @@ import { formatPeer, type Envelope, type Session } from '../session.js';
 import { bodyOf } from '../handlers/headers.js';
 import { prependHeader, removeForgedAuthResults } from './headers.js';
 import { verifyMessage, type AuthResults } from './verify.js';
+import { forwardedIp } from '../xforward.js';
 
 export { authservIdOf, removeForgedAuthResults } from './headers.js';
 export type { AuthResults, AuthResultValue, SpfVerdict, DkimVerdict, DmarcVerdict, ArcVerdict } from './verify.js';
@@ -44,14 +45,21 @@ export async function authResultsReady(envelope: Envelope): Promise<AuthResults 
   return results.get(envelope);
 }
 
-/** The client's address as the checks should see it: what a trusted XCLIENT said, else the peer. */
+/**
+ * The client's address as the checks should see it: the client a trusted MTA forwarded (XFORWARD,
+ * when it gave an IP address), what a trusted XCLIENT said, else the peer.
+ */
 function clientIp(session: Session): string {
+  const forwarded = forwardedIp(session.xforward);
+  if (forwarded !== null) return forwarded;
   const given = session.xclient?.ADDR;
   if (typeof given === 'string' && given !== '') return given.replace(/^IPv6:/i, '');
   return session.peer.family === 'unix' ? '' : session.peer.address;
 }
 
 function clientHelo(session: Session): string | null {
+  const forwarded = session.xforward?.HELO;
+  if (typeof forwarded === 'string') return forwarded;
   const given = session.xclient?.HELO;
   return typeof given === 'string' && given !== '' ? given : session.hostName;
 }

@@ -12,6 +12,7 @@ import { EXPN, HELP, NOOP, QUIT, VRFY } from './simple.js';
 import { STARTTLS } from './starttls.js';
 import { MAIL, RCPT, RSET } from './transaction.js';
 import { XCLIENT } from './xclient.js';
+import { XFORWARD } from './xforward.js';
 
 const COMMON: Array<[string, BuiltinCommand]> = [
   ['MAIL', MAIL],
@@ -26,6 +27,7 @@ const COMMON: Array<[string, BuiltinCommand]> = [
   ['STARTTLS', STARTTLS],
   ['AUTH', AUTH],
   ['XCLIENT', XCLIENT],
+  ['XFORWARD', XFORWARD],
   ['HELP', HELP],
 ];
 

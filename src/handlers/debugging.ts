@@ -3,7 +3,7 @@
  * that people (and scripts) know from `python -m aiosmtpd` looks the same here.
  */
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
-import { formatPeer, type Envelope, type RcptOptions, type Session } from '../session.js';
+import { formatClient, type Envelope, type RcptOptions, type Session } from '../session.js';
 import { clean } from './headers.js';
 
 export class Debugging implements Handler {
@@ -51,7 +51,7 @@ export function formatMessage(session: Session, envelope: Envelope): string {
   for (const line of splitLines(text)) {
     // X-Peer goes where the headers end, as aiosmtpd does; no blank line means no X-Peer.
     if (inHeaders && line === '') {
-      out.push(`X-Peer: ${clean(formatPeer(session.peer))}`);
+      out.push(`X-Peer: ${clean(formatClient(session))}`);
       inHeaders = false;
     }
     out.push(line);

@@ -4,7 +4,7 @@
  * RFC 5322's line limits, with nothing in them that a reader could take for a line break, and
  * never followed by a client line that a reader could take for their continuation.
  */
-import { formatPeer, type Envelope, type Session } from '../session.js';
+import { formatClient, type Envelope, type Session } from '../session.js';
 
 /** The bytes received; `content` is only a fallback for envelopes built by hand. */
 export function bodyOf(envelope: Envelope): Buffer {
@@ -105,15 +105,15 @@ export function traceValues(
   recipients: readonly string[] = envelope.rcptTos,
 ): { peer: string; mailFrom: string; rcptTo: string } {
   return {
-    peer: clean(formatPeer(session.peer)),
+    peer: clean(formatClient(session)),
     mailFrom: clean(envelope.mailFrom ?? ''),
     rcptTo: clean(recipients.join(', ')),
   };
 }
 
-/** `X-Peer: <client>`, folded and ended by `eol`. */
+/** `X-Peer: <client>` (the XFORWARD-forwarded client, if any), folded and ended by `eol`. */
 export function peerHeader(session: Session, eol: string): string {
-  return foldHeader('X-Peer', formatPeer(session.peer), eol);
+  return foldHeader('X-Peer', formatClient(session), eol);
 }
 
 /**
