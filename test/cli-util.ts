@@ -190,7 +190,7 @@ export class CliProcess {
 export async function runCli(
   args: string[],
   options: SpawnOptions = {},
-  ms = 10000,
+  ms = 30000,
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   const p = new CliProcess(args, options);
   try {

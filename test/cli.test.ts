@@ -132,7 +132,9 @@ describe('info options', () => {
   );
 });
 
-describe('usage errors: exit 2, one line on stderr, no stack trace', { concurrency: true }, () => {
+// Four at a time: each case starts a Node process, and forty at once on a loaded 2-core machine
+// took longer than the exit bound.
+describe('usage errors: exit 2, one line on stderr, no stack trace', { concurrency: 4 }, () => {
   // [what, argv, what stderr must say: the option and the problem]
   const cases: Array<[string, string[], RegExp]> = [
     ['-l 127.0.0.1:notaport', ['-n', '-l', '127.0.0.1:notaport'], /-l\/--listen: .*port/],
