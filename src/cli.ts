@@ -65,6 +65,13 @@ options:
                         the handler then sees the real client address.
   --xclient-allow ADDRS Offer Postfix's XCLIENT to these clients (comma-separated addresses or
                         CIDR ranges; may be repeated).
+  --dsn                 Offer DSN (RFC 3461): RET, ENVID, NOTIFY and ORCPT are checked and given
+                        to the handler typed (without it they get 555).
+  --offer-requiretls    Offer REQUIRETLS (RFC 8689) once a session runs over TLS (needs
+                        --tlscert or --smtpscert). Not aiosmtpd's --no-requiretls.
+  --accept-unknown-parameters
+                        Give MAIL/RCPT parameters the server does not know to the handler
+                        (mailOptions.unknown) instead of answering 555.
   --workers N           Serve from N processes (node:cluster) on the same listeners; 'auto' is one
                         per core. A worker that dies is restarted. Default: 1.
   --shutdown-timeout S  On SIGTERM/SIGINT, seconds open transactions may take to finish before
@@ -95,6 +102,9 @@ interface Args {
   tlscert: string | null;
   tlskey: string | null;
   requireTLS: boolean;
+  dsn: boolean;
+  offerRequireTLS: boolean;
+  acceptUnknownParameters: boolean;
   smtpscert: string | null;
   smtpskey: string | null;
   workers: number;
@@ -208,6 +218,9 @@ const OPTIONS: OptionSpec[] = [
   { long: 'tlscert', value: 'required', apply: (a, v) => void (a.tlscert = v!) },
   { long: 'tlskey', value: 'required', apply: (a, v) => void (a.tlskey = v!) },
   { long: 'no-requiretls', value: 'none', apply: (a) => void (a.requireTLS = false) },
+  { long: 'dsn', value: 'none', apply: (a) => void (a.dsn = true) },
+  { long: 'offer-requiretls', value: 'none', apply: (a) => void (a.offerRequireTLS = true) },
+  { long: 'accept-unknown-parameters', value: 'none', apply: (a) => void (a.acceptUnknownParameters = true) },
   { long: 'smtpscert', value: 'required', apply: (a, v) => void (a.smtpscert = v!) },
   { long: 'smtpskey', value: 'required', apply: (a, v) => void (a.smtpskey = v!) },
   {
@@ -287,6 +300,9 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     tlscert: null,
     tlskey: null,
     requireTLS: true,
+    dsn: false,
+    offerRequireTLS: false,
+    acceptUnknownParameters: false,
     smtpscert: null,
     smtpskey: null,
     workers: 1,
@@ -538,6 +554,9 @@ async function main(argv: string[]): Promise<number> {
     } else if (args.authRequired) {
       throw new CliError('--auth-required needs --auth-file');
     }
+    if (args.offerRequireTLS && starttls === undefined && smtps === undefined) {
+      throw new CliError('--offer-requiretls needs --tlscert/--tlskey or --smtpscert/--smtpskey: REQUIRETLS is only offered over TLS');
+    }
     // Fail now, with one line, on a certificate that does not load.
     for (const pair of [starttls, smtps]) {
       if (pair === undefined) continue;
@@ -589,6 +608,9 @@ async function main(argv: string[]): Promise<number> {
     authRequired: args.authRequired,
     proxyProtocolTimeout: args.proxyProtocol === null ? undefined : args.proxyProtocol * 1000,
     xclientAllow: args.xclientAllow,
+    enableDSN: args.dsn,
+    offerRequireTLS: args.offerRequireTLS,
+    acceptUnknownParameters: args.acceptUnknownParameters,
   };
   // (label, controller) pairs. "localhost" means both loopbacks, so clients that resolve it
   // either way find the server; the ::1 half is optional (a machine may have no IPv6).
