@@ -15,6 +15,10 @@
  *   connection; one our client abandoned is closed by its idle timeout.
  *
  * A 421 from the upstream becomes 451 (a 421 from us would close our client's connection).
+ *
+ * A message sent with REQUIRETLS (RFC 8689, offerRequireTLS) is relayed only over TLS whose
+ * certificate and name verified, to an upstream that offers REQUIRETLS itself (the parameter
+ * goes on); otherwise MAIL gets 550 5.7.10 and nothing is relayed.
  */
 import type { ConnectionOptions } from 'node:tls';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
@@ -50,6 +54,8 @@ export const DEFAULT_PROXY_IDLE_TIMEOUT = DEFAULT_IDLE_TIMEOUT;
 const UNAVAILABLE = '451 4.4.1 Upstream server unavailable, try again later';
 const NO_BINARYMIME = '555 5.5.4 BODY=BINARYMIME cannot be relayed';
 const NO_SMTPUTF8 = '553 5.6.7 The upstream server does not accept non-ASCII addresses';
+/** RFC 8689 §5: the next hop does not meet REQUIRETLS (no verified TLS, or no REQUIRETLS offered). */
+const NO_REQUIRETLS = '550 5.7.10 REQUIRETLS support required';
 
 /** One transaction relayed: what was said upstream, to say it again on a new connection. */
 interface Transaction {
@@ -65,6 +71,8 @@ interface Transaction {
   accepted: string[];
   /** The upstream takes SMTPUTF8 for this transaction. */
   utf8: boolean;
+  /** The client asked for REQUIRETLS: every connection of this transaction must meet it. */
+  requireTLS: boolean;
 }
 
 /** What the Proxy keeps per client connection, in session.data. */
@@ -144,13 +152,14 @@ export class Proxy implements Handler<ProxyState> {
 
   // ---- inside ------------------------------------------------------------------------------
 
-  private connect(name: string): Promise<Upstream> {
+  /** With requireTLS, STARTTLS is used even with ignoreTLS: RFC 8689 leaves no choice. */
+  private connect(name: string, requireTLS = false): Promise<Upstream> {
     return Upstream.connect({
       host: this.host,
       port: this.port,
       name,
       secure: this.options.secure ?? false,
-      ignoreTLS: this.options.ignoreTLS ?? false,
+      ignoreTLS: !requireTLS && (this.options.ignoreTLS ?? false),
       tls: this.options.tls,
       timeout: this.options.timeout ?? DEFAULT_PROXY_TIMEOUT,
       idleTimeout: this.options.idleTimeout ?? DEFAULT_PROXY_IDLE_TIMEOUT,
@@ -180,12 +189,9 @@ export class Proxy implements Handler<ProxyState> {
     options: MailOptions,
   ): Promise<string | { transaction: Transaction; reply: string }> {
     if (options.body === 'BINARYMIME') return NO_BINARYMIME;
-    let upstream: Upstream;
-    try {
-      upstream = await this.connect(server.hostname);
-    } catch {
-      return UNAVAILABLE;
-    }
+    const requireTLS = options.requireTLS === true;
+    const upstream = await this.open(server.hostname, requireTLS);
+    if (typeof upstream === 'string') return upstream;
     const utf8 = options.smtputf8 === true && upstream.supports('SMTPUTF8');
     if (!utf8 && !isAscii(address)) {
       upstream.quit();
@@ -199,13 +205,31 @@ export class Proxy implements Handler<ProxyState> {
         upstream.quit();
         return passBack(reply);
       }
-      const transaction: Transaction = { envelope, upstream, name: server.hostname, mail, rcpts: [], accepted: [], utf8 };
+      const transaction: Transaction = { envelope, upstream, name: server.hostname, mail, rcpts: [], accepted: [], utf8, requireTLS };
       session.data.upstream = transaction;
       return { transaction, reply: passBack(reply) };
     } catch {
       upstream.close();
       return UNAVAILABLE;
     }
+  }
+
+  /**
+   * A connection, or the reply that refuses the transaction: 451 when the upstream cannot be
+   * reached; for REQUIRETLS, 550 5.7.10 when its TLS does not verify or it does not offer REQUIRETLS.
+   */
+  private async open(name: string, requireTLS: boolean): Promise<Upstream | string> {
+    let upstream: Upstream;
+    try {
+      upstream = await this.connect(name, requireTLS);
+    } catch (error) {
+      return requireTLS && error instanceof UpstreamError && error.code === 'ETLS' ? NO_REQUIRETLS : UNAVAILABLE;
+    }
+    if (requireTLS && !(upstream.verified && upstream.supports('REQUIRETLS'))) {
+      upstream.quit();
+      return NO_REQUIRETLS;
+    }
+    return upstream;
   }
 
   /** For an envelope whose MAIL did not come through our handleMAIL (a delegating handler's). */
@@ -240,7 +264,9 @@ export class Proxy implements Handler<ProxyState> {
   private async live(t: Transaction): Promise<Upstream> {
     if (t.upstream.open) return t.upstream;
     t.upstream.close();
-    t.upstream = await this.connect(t.name);
+    const upstream = await this.open(t.name, t.requireTLS);
+    if (typeof upstream === 'string') throw new UpstreamError(`reconnection refused: ${upstream}`, 'ETLS');
+    t.upstream = upstream;
     for (const command of [t.mail, ...t.rcpts]) {
       const reply = await t.upstream.command(command);
       if (!isSuccess(reply)) throw new UpstreamError(`refused on reconnection: ${reply.code}`, 'EPROTOCOL', reply);
@@ -284,7 +310,7 @@ export class Proxy implements Handler<ProxyState> {
       upstream.quit();
       const reply = passBack(final);
       if (isSuccess(final) && !upstream.supports('DSN')) {
-        notifyRelayed({ connect: () => this.connect(t.name), name: t.name, remoteMta: this.host, envelope, refusals, utf8: t.utf8, reply, sent });
+        notifyRelayed({ connect: () => this.connect(t.name, t.requireTLS), name: t.name, remoteMta: this.host, envelope, refusals, utf8: t.utf8, reply, sent });
       }
       return refusals.map((r) => r ?? reply);
     } catch {
@@ -311,12 +337,14 @@ function xPeer(session: Session): string {
   return peerHeader(session, '\r\n');
 }
 
-/** SIZE, BODY and SMTPUTF8 as the client declared them, each only when the upstream offers it. */
+/** SIZE, BODY, SMTPUTF8 and REQUIRETLS as the client declared them, each only when the upstream offers it. */
 function mailParameters(upstream: Upstream, options: MailOptions, added: number, utf8: boolean): string {
   let params = '';
   if (options.size !== undefined && upstream.supports('SIZE')) params += ` SIZE=${options.size + added}`;
   if ((options.body === '8BITMIME' || options.body === '7BIT') && upstream.supports('8BITMIME')) params += ` BODY=${options.body}`;
   if (utf8) params += ' SMTPUTF8';
+  // Only ever sent where open() found it offered.
+  if (options.requireTLS === true) params += ' REQUIRETLS';
   return params;
 }
 
