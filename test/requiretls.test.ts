@@ -10,6 +10,7 @@ import { Proxy } from '../src/handlers/proxy.js';
 import type { Handler } from '../src/handler.js';
 import type { ControllerOptions } from '../src/controller.js';
 import type { MailOptions } from '../src/session.js';
+import { tlsRequiredNo } from '../src/requiretls.js';
 import { greeted, startServer } from './helpers.js';
 import { ehloKeywords, makeCertsIfPossible, needCerts, startTLSClient, TlsRawClient, type Certs } from './tls-util.js';
 
@@ -97,7 +98,13 @@ describe('REQUIRETLS in the engine', () => {
 });
 
 /** Client → (STARTTLS) Proxy → upstream; the MAIL reply and, when it was 250, the final one. */
-async function relay(c: Certs, upstreamOptions: ControllerOptions, proxyOptions: ProxyOptions, mail = 'MAIL FROM:<a@example.com> REQUIRETLS') {
+async function relay(
+  c: Certs,
+  upstreamOptions: ControllerOptions,
+  proxyOptions: ProxyOptions,
+  mail = 'MAIL FROM:<a@example.com> REQUIRETLS',
+  message = 'Subject: r\r\n\r\nsecret\r\n.',
+) {
   const upstream = capturing();
   await using up = await startServer(upstream, upstreamOptions);
   await using proxy = await startServer(new Proxy('127.0.0.1', up.port, { timeout: 5000, ...proxyOptions }), tlsOptions(c));
@@ -107,7 +114,7 @@ async function relay(c: Certs, upstreamOptions: ControllerOptions, proxyOptions:
     if (!mailReply.startsWith('250')) return { mailReply, final: null, upstream };
     assert.equal((await client.cmd('RCPT TO:<b@example.net>')).code, 250);
     assert.equal((await client.cmd('DATA')).code, 354);
-    const final = (await client.cmd('Subject: r\r\n\r\nsecret\r\n.')).text;
+    const final = (await client.cmd(message)).text;
     return { mailReply, final, upstream };
   } finally {
     client.close();
@@ -161,5 +168,31 @@ describe('Proxy and REQUIRETLS', () => {
     const { final, upstream } = await relay(certs, { logger: quiet }, {}, 'MAIL FROM:<a@example.com>');
     assert.match(final!, /^250/);
     assert.deepEqual(upstream.mail, [{}]);
+  });
+});
+
+describe('TLS-Required: No (RFC 8689 §4.2.2)', () => {
+  test('the header is read from the header section only, case-insensitively, folded or not', () => {
+    const yes = ['TLS-Required: No\r\n\r\nb', 'Subject: s\r\ntls-required:no\r\n\r\n', 'TLS-Required:\r\n  NO\r\n\r\n', 'TLS-Required: No'];
+    for (const m of yes) assert.equal(tlsRequiredNo(Buffer.from(m)), true, JSON.stringify(m));
+    const no = ['Subject: s\r\n\r\nTLS-Required: No\r\n', 'TLS-Required: Nope\r\n\r\n', 'X-TLS-Required: No\r\n\r\n', 'Subject: TLS-Required: No\r\n\r\n', ''];
+    for (const m of no) assert.equal(tlsRequiredNo(Buffer.from(m)), false, JSON.stringify(m));
+  });
+
+  test('an upstream certificate that does not verify: relayed with TLS-Required: No, 451 4.7.5 without it', async (t) => {
+    if (!needCerts(t, certs)) return;
+    const waived = await relay(certs, tlsOptions(certs), {}, 'MAIL FROM:<a@example.com>', 'TLS-Required: No\r\nSubject: r\r\n\r\nbody\r\n.');
+    assert.match(waived.final!, /^250 .*captured/);
+    assert.equal(waived.upstream.bodies.length, 1);
+    const strict = await relay(certs, tlsOptions(certs), {}, 'MAIL FROM:<a@example.com>');
+    assert.equal(strict.final, '451 4.7.5 The upstream server certificate did not verify');
+    assert.equal(strict.upstream.bodies.length, 0);
+  });
+
+  test('attack: with REQUIRETLS the header is ignored (no waiver of the 550)', async (t) => {
+    if (!needCerts(t, certs)) return;
+    const r = await relay(certs, tlsOptions(certs), {}, 'MAIL FROM:<a@example.com> REQUIRETLS', 'TLS-Required: No\r\n\r\nbody\r\n.');
+    assert.equal(r.mailReply, '550 5.7.10 REQUIRETLS support required');
+    assert.equal(r.upstream.bodies.length, 0);
   });
 });

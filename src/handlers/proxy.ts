@@ -18,13 +18,16 @@
  *
  * A message sent with REQUIRETLS (RFC 8689, offerRequireTLS) is relayed only over TLS whose
  * certificate and name verified, to an upstream that offers REQUIRETLS itself (the parameter
- * goes on); otherwise MAIL gets 550 5.7.10 and nothing is relayed.
+ * goes on); otherwise MAIL gets 550 5.7.10 and nothing is relayed. A message without it whose
+ * upstream certificate does not verify is relayed over that TLS only when its header says
+ * `TLS-Required: No` (RFC 8689 §4.2.2); otherwise DATA gets 451 4.7.5, as MAIL did before.
  */
 import type { ConnectionOptions } from 'node:tls';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import { Reply } from '../replies.js';
 import { type Envelope, type MailOptions, type RcptOptions, type Session } from '../session.js';
 import { mailDsnParameters, notifyRelayed, rcptDsnParameters } from './dsn-relay.js';
+import { tlsRequiredNo } from '../requiretls.js';
 import { bodyOf, peerHeader, tracePrefix } from './headers.js';
 import { DEFAULT_IDLE_TIMEOUT, Upstream, UpstreamError, type UpstreamReply } from './upstream.js';
 
@@ -56,6 +59,8 @@ const NO_BINARYMIME = '555 5.5.4 BODY=BINARYMIME cannot be relayed';
 const NO_SMTPUTF8 = '553 5.6.7 The upstream server does not accept non-ASCII addresses';
 /** RFC 8689 §5: the next hop does not meet REQUIRETLS (no verified TLS, or no REQUIRETLS offered). */
 const NO_REQUIRETLS = '550 5.7.10 REQUIRETLS support required';
+/** RFC 3463 4.7.5, cryptographic failure: the upstream's certificate did not verify, and the message did not waive it. */
+const UNVERIFIED = '451 4.7.5 The upstream server certificate did not verify';
 
 /** One transaction relayed: what was said upstream, to say it again on a new connection. */
 interface Transaction {
@@ -86,6 +91,8 @@ export class Proxy implements Handler<ProxyState> {
   readonly host: string;
   readonly port: number;
   readonly options: Readonly<ProxyOptions>;
+  /** Connections opened without certificate checks after a failed one: only for `TLS-Required: No`. */
+  readonly #relaxed = new WeakSet<Upstream>();
 
   constructor(host: string, port: number, options: ProxyOptions = {}) {
     if (typeof host !== 'string' || host === '') throw new TypeError('Proxy: host must be a non-empty string');
@@ -153,14 +160,14 @@ export class Proxy implements Handler<ProxyState> {
   // ---- inside ------------------------------------------------------------------------------
 
   /** With requireTLS, STARTTLS is used even with ignoreTLS: RFC 8689 leaves no choice. */
-  private connect(name: string, requireTLS = false): Promise<Upstream> {
+  private connect(name: string, requireTLS = false, relaxed = false): Promise<Upstream> {
     return Upstream.connect({
       host: this.host,
       port: this.port,
       name,
       secure: this.options.secure ?? false,
       ignoreTLS: !requireTLS && (this.options.ignoreTLS ?? false),
-      tls: this.options.tls,
+      tls: relaxed ? { ...this.options.tls, rejectUnauthorized: false } : this.options.tls,
       timeout: this.options.timeout ?? DEFAULT_PROXY_TIMEOUT,
       idleTimeout: this.options.idleTimeout ?? DEFAULT_PROXY_IDLE_TIMEOUT,
     });
@@ -223,7 +230,15 @@ export class Proxy implements Handler<ProxyState> {
     try {
       upstream = await this.connect(name, requireTLS);
     } catch (error) {
-      return requireTLS && error instanceof UpstreamError && error.code === 'ETLS' ? NO_REQUIRETLS : UNAVAILABLE;
+      if (!(error instanceof UpstreamError && error.code === 'ETLS')) return UNAVAILABLE;
+      if (requireTLS) return NO_REQUIRETLS;
+      // The message may yet say TLS-Required: No; relay() decides once the header is in.
+      try {
+        upstream = await this.connect(name, false, true);
+      } catch {
+        return UNAVAILABLE;
+      }
+      this.#relaxed.add(upstream);
     }
     if (requireTLS && !(upstream.verified && upstream.supports('REQUIRETLS'))) {
       upstream.quit();
@@ -305,6 +320,10 @@ export class Proxy implements Handler<ProxyState> {
       }
       const upstream = await this.live(t);
       const body = bodyOf(envelope);
+      if (this.#relaxed.has(upstream) && !tlsRequiredNo(body)) {
+        upstream.quit();
+        return all(UNVERIFIED);
+      }
       const sent = [tracePrefix(xPeer(session), body, '\r\n'), body];
       const final = await upstream.data(sent);
       upstream.quit();
