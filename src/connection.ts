@@ -27,7 +27,7 @@ import { Reply, unrecognized } from './replies.js';
 import { Envelope, Session, formatPeer } from './session.js';
 import { peerOf, proxiedPeer } from './peer.js';
 import { parseProxyHeader, type ProxyData } from './proxy-protocol.js';
-import { IDLE_TICKS, ON_IDLE, idleSweep, type Idler } from './idle-sweep.js';
+import { IDLE_TICKS, ON_IDLE, STRESS_TICKS, idleSweep, type Idler } from './idle-sweep.js';
 import { allowListOf } from './xclient.js';
 import type { BodyState, EngineContext, HookArgs, ReadBody, ReplyHook } from './context.js';
 import { runLine, type CommandTable } from './commands/dispatch.js';
@@ -43,6 +43,9 @@ function defaultHostname(): string {
 const CLOSE_GRACE_MS = 5000;
 /** RFC 4954 §4: an AUTH line with an initial response may reach 12288 octets. */
 const LONGEST_LINE = 12_288;
+const LF = 0x0a;
+/** Octets of one over-long command line that are read and dropped before the connection is closed. */
+const MAX_DISCARD = 1_048_576;
 
 const silentLogger: Logger = {
   debugEnabled: false,
@@ -135,14 +138,22 @@ export class Connection implements EngineContext, Idler {
   #unrecognizedCount = 0;
   #errorCount = 0;
   #authFailures = 0;
+  /** Octets dropped of the over-long command line being read now. */
+  #discarded = 0;
+  /** RCPTs past maxRecipients in this transaction. */
+  #overshoot = 0;
   #xclientOK: boolean | null = null;
   #callBudget: Map<string, number> | null = null;
   /** Set while a command waits for the client's next line. */
   #lineWaiter: ((line: FramedLine | null) => void) | null = null;
   #onClosed: Closed | null = null;
   #tcpAddress = '';
-  /** @internal Idle sweeps since the last input or output (idle-sweep.ts). */
+  /** @internal Idle sweeps since the last complete line in or reply out (idle-sweep.ts). */
   [IDLE_TICKS] = 0;
+  [STRESS_TICKS] = 0;
+  /** The controller's stress gauge, and the timeout under stress (0: none). */
+  readonly #stress: { readonly active: boolean } | null;
+  readonly #stressTimeout: number;
 
   constructor(server: SMTPServer, handler: Handler, options: SMTPOptions, table: CommandTable, lmtp: boolean) {
     this.server = server;
@@ -161,6 +172,19 @@ export class Connection implements EngineContext, Idler {
     this.#debugLogging = this.#logger.debugEnabled !== false;
     const base = options.commandSizeLimit ?? DEFAULTS.commandSizeLimit;
     this.#framer = new CommandFramer(Math.max(base, LONGEST_LINE));
+    this.#stress = options[INTERNAL]?.stress ?? null;
+    const stressTimeout = options.stressTimeout ?? DEFAULTS.stressTimeout;
+    const shorter = stressTimeout > 0 && (this.timeout <= 0 || stressTimeout < this.timeout);
+    this.#stressTimeout = this.#stress !== null && shorter ? stressTimeout : 0;
+  }
+
+  get #stressed(): boolean {
+    return this.#stress?.active === true;
+  }
+
+  /** A complete line came in or a reply went out: the idle clocks start over. */
+  #active(): void {
+    this[IDLE_TICKS] = this[STRESS_TICKS] = 0;
   }
 
   get session(): Session {
@@ -225,6 +249,7 @@ export class Connection implements EngineContext, Idler {
     socket.setNoDelay(true);
     this.#listen(socket);
     if (this.timeout > 0) idleSweep(this.timeout).add(this);
+    if (this.#stressTimeout > 0) idleSweep(this.#stressTimeout, true).add(this);
     socket.on('close', onSocketClose);
     // Implicit TLS (RFC 8314): the handshake is done before the greeting.
     if (socket instanceof TLSSocket && socket.encrypted) this.#session.tls = tlsInfo(socket);
@@ -383,6 +408,7 @@ export class Connection implements EngineContext, Idler {
   onClose(): void {
     this.#closing = true;
     if (this.timeout > 0) idleSweep(this.timeout).delete(this);
+    if (this.#stressTimeout > 0) idleSweep(this.#stressTimeout, true).delete(this);
     this.#reader = null;
     this.stopDataTimer();
     this.abortStream('connection lost');
@@ -404,7 +430,19 @@ export class Connection implements EngineContext, Idler {
     this.#closeNow();
   }
 
-  #closeNow(): void {
+  /**
+   * Dropping input costs the socket's read buffers until the GC frees them, so a command line
+   * (or AUTH response) this long is not read to its end: 421, and nothing more is read.
+   */
+  #refuseEndlessLine(): void {
+    this.#logger.info(`${formatPeer(this.#session.peer)} command line longer than ${MAX_DISCARD} octets`);
+    // A running hook's reply goes first; the socket is paused meanwhile.
+    if (this.#busy && this.#lineWaiter === null) return this.shutdown(Reply.LINE_FAR_TOO_LONG);
+    this.push(Reply.LINE_FAR_TOO_LONG);
+    this.#closeNow(false);
+  }
+
+  #closeNow(readOn = true): void {
     if (this.#socket === null || this.#closing) return;
     this.#closing = true;
     this.flush();
@@ -412,7 +450,8 @@ export class Connection implements EngineContext, Idler {
     socket.end();
     // Read and drop what the client still sends, so it can see our FIN and close; but a client
     // that never closes its side (or never stops sending) loses the socket soon after.
-    socket.resume();
+    if (readOn) socket.resume();
+    else socket.pause();
     const cut = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
     cut.unref();
     socket.once('close', () => clearTimeout(cut));
@@ -450,18 +489,26 @@ export class Connection implements EngineContext, Idler {
     this.#socket?.destroy();
   }
 
-  /** Called by the idle sweep after `timeout` ms without input or output. */
-  [ON_IDLE](): void {
+  /**
+   * Called by the idle sweep after `timeout` ms (the stress sweep: `stressTimeout` ms) without a
+   * complete line in or a reply out.
+   */
+  [ON_IDLE](stress: boolean): boolean {
+    if (stress && !this.#stressed) return false;
     // A slow hook is not an idle client.
-    if (this.#closing || (this.#busy && this.#lineWaiter === null)) return;
-    this.#logger.info(`${formatPeer(this.#session.peer)} timed out`);
+    if (this.#closing || (this.#busy && this.#lineWaiter === null)) return true;
+    this.#logger.info(`${formatPeer(this.#session.peer)} timed out${stress ? ' (under stress)' : ''}`);
     this.shutdown(Reply.TIMEOUT);
+    return true;
   }
 
   // ---- input -----------------------------------------------------------------------------
 
   onData(chunk: Buffer): void {
-    this[IDLE_TICKS] = 0;
+    // Per record, not per byte: a client trickling a byte at a time must still finish a line
+    // within the timeout (an LF ends a command line and a body line; BDAT's binary has them too,
+    // and the data timeout bounds the whole body). A TLS socket gives whole records only.
+    if (chunk.indexOf(LF) >= 0) this.#active();
     if (this.#closing) return;
     switch (this.#mode) {
       case Mode.Proxy:
@@ -473,7 +520,11 @@ export class Connection implements EngineContext, Idler {
         this.#feedChunk(chunk);
         break;
       case Mode.Command:
+        if (this.#framer.discarding && chunk.indexOf(LF) < 0 && (this.#discarded += chunk.length) > MAX_DISCARD) {
+          return this.#refuseEndlessLine();
+        }
         this.#framer.push(chunk);
+        if (!this.#framer.discarding) this.#discarded = 0;
     }
     if (this.#lineWaiter !== null) {
       const line = this.#framer.next();
@@ -636,7 +687,7 @@ export class Connection implements EngineContext, Idler {
     this.#out = '';
     const socket = this.#socket;
     if (text === '' || socket === null || socket.destroyed) return;
-    this[IDLE_TICKS] = 0;
+    this.#active();
     if (!socket.write(text) && !this.#closing) {
       // A client that does not read its replies must not grow our memory: stop reading.
       this.#waitingForDrain = true;
@@ -671,13 +722,18 @@ export class Connection implements EngineContext, Idler {
     if (!countsAsError) return;
     const c = text.charCodeAt(0);
     if (c === 0x34 /* 4 */ || c === 0x35 /* 5 */) {
-      const max = this.options.maxErrors ?? DEFAULTS.maxErrors;
+      const o = this.options;
+      const max = this.#stressed ? (o.stressMaxErrors ?? DEFAULTS.stressMaxErrors) : (o.maxErrors ?? DEFAULTS.maxErrors);
       if (++this.#errorCount >= max && max > 0) this.shutdown(Reply.TOO_MANY_ERRORS);
     }
   }
 
   resetErrorCounts(): void {
     this.#errorCount = this.#unrecognizedCount = 0;
+  }
+
+  overshoot(): boolean {
+    return ++this.#overshoot > (this.options.recipientOvershootLimit ?? DEFAULTS.recipientOvershootLimit);
   }
 
   countAuthFailure(): number {
@@ -734,6 +790,7 @@ export class Connection implements EngineContext, Idler {
       this.#envelope = null;
     }
     this.#bdat = null;
+    this.#overshoot = 0;
     this.stopDataTimer();
     this.abortStream('transaction aborted');
   }

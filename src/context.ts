@@ -126,6 +126,8 @@ export interface EngineContext extends Context {
   stopDataTimer(): void;
   /** A message was delivered: the error counters start over (Postfix's hard limit). */
   resetErrorCounts(): void;
+  /** Counts a RCPT past maxRecipients; true once past recipientOvershootLimit (its 452 then counts as an error). */
+  overshoot(): boolean;
   /** Counts a failed AUTH; returns the failures so far. */
   countAuthFailure(): number;
   /** Body bytes after a DATA body's 354, as with readBody, and segments to `onSegment`. */

@@ -33,6 +33,12 @@ export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
   tls?: tls.TlsOptions;
   /** Open connections at most; past it a new one gets 421 and is closed. Default 10000. */
   maxConnections?: number;
+  /**
+   * The share of `maxConnections` at which the server is under stress (Postfix's stress mode):
+   * while that many connections are open, `stressTimeout` and `stressMaxErrors` apply to all of
+   * them; below it the usual limits come back. Default 0.8; a value above 1 turns it off.
+   */
+  stressThreshold?: number;
   /** Open connections per client address (Postfix's smtpd_client_connection_count_limit). Default 50. */
   maxConnectionsPerClient?: number;
   /** Addresses or CIDR ranges free of the per-client limit. Default: loopback, as Postfix's mynetworks. */
@@ -45,7 +51,7 @@ export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
  */
 const HANDLER_GRACE_MS = 2000;
 
-const CONNECTION_DEFAULTS = { max: 10_000, perClient: 50, exempt: ['127.0.0.0/8', '::1'] };
+const CONNECTION_DEFAULTS = { max: 10_000, perClient: 50, exempt: ['127.0.0.0/8', '::1'], stress: 0.8 };
 
 export interface ControllerOptions extends BaseControllerOptions {
   /**
@@ -156,6 +162,22 @@ abstract class BaseController implements AsyncDisposable {
     });
   }
 
+  /** Whether open connections are at stressThreshold of maxConnections or more now. */
+  get underStress(): boolean {
+    const o = this.baseOptions;
+    const threshold = o.stressThreshold ?? CONNECTION_DEFAULTS.stress;
+    return this.connections.size >= threshold * (o.maxConnections ?? CONNECTION_DEFAULTS.max);
+  }
+
+  private stressGauge(): { readonly active: boolean } {
+    const controller = this;
+    return {
+      get active() {
+        return controller.underStress;
+      },
+    };
+  }
+
   /** Makes the server object for one connection (SMTP or LMTP, with the controller's options). */
   factory(): SMTP {
     const Engine = this.baseOptions.lmtp === true ? LMTP : SMTP;
@@ -173,6 +195,7 @@ abstract class BaseController implements AsyncDisposable {
       lmtp: _l,
       tls: _t,
       maxConnections: _m,
+      stressThreshold: _st,
       maxConnectionsPerClient: _p,
       connectionLimitExempt: _e,
       ...smtp
@@ -183,7 +206,7 @@ abstract class BaseController implements AsyncDisposable {
       ...smtp,
       hostname: serverHostname,
       tlsContext: this.tlsContext,
-      [INTERNAL]: { tlsAfterProxy: this.tlsAfterProxy, connectionGate: this.clientGate() },
+      [INTERNAL]: { tlsAfterProxy: this.tlsAfterProxy, connectionGate: this.clientGate(), stress: this.stressGauge() },
     });
   }
 

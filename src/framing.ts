@@ -86,6 +86,11 @@ export class CommandFramer {
   get buffered(): number {
     return this.buf.length;
   }
+
+  /** Whether input is being dropped now, up to the LF of a line that was too long. */
+  get discarding(): boolean {
+    return this.skipping;
+  }
 }
 
 /** Where the reader stands relative to a possible terminator `CRLF . CRLF`. */

@@ -15,6 +15,8 @@ export interface InternalOptions {
   connectionGate?: { admit(address: string): boolean; leave(address: string): void };
   /** Implicit TLS that starts after the PROXY header (HAProxy sends it in clear, then TLS). */
   tlsAfterProxy?: SecureContext;
+  /** Whether the controller is under stress now (open connections near maxConnections). */
+  stress?: { readonly active: boolean };
 }
 
 export interface Logger {
@@ -31,8 +33,19 @@ export interface SMTPOptions {
   hostname?: string;
   /** The text after the hostname in the greeting. Default: `tsmtpd <version>`. */
   ident?: string;
-  /** Idle time (ms) after which the server says 421 and closes. Default 300000 (5 minutes). */
+  /**
+   * How long (ms) a command line, a body line or a TLS record may take to arrive in full (not
+   * the time since the last byte: Postfix's smtpd_per_record_deadline), and how long a client
+   * may stay silent; then the server says 421 and closes. Default 300000 (5 minutes).
+   */
   timeout?: number;
+  /**
+   * `timeout` under stress: while a Controller's open connections are at `stressThreshold` of
+   * `maxConnections` or more (Postfix's `${stress?10s}`). Default 10000; 0: as `timeout`.
+   */
+  stressTimeout?: number;
+  /** `maxErrors` under stress (Postfix's `${stress?1}`). Default 1. */
+  stressMaxErrors?: number;
   /**
    * Whole-body deadline (ms) from DATA (or the first BDAT) to the end of the message, so a
    * client trickling a byte at a time cannot hold a connection forever. 421 at expiry.
@@ -58,6 +71,12 @@ export interface SMTPOptions {
   maxErrors?: number;
   /** Recipients per message; past it RCPT gets 452 (RFC 5321 §4.5.3.1.8). Default 1000. */
   maxRecipients?: number;
+  /**
+   * RCPTs past `maxRecipients` (per transaction) whose 452 does not count toward `maxErrors`
+   * (Postfix's smtpd_recipient_overshoot_limit), so a client with many recipients can deliver
+   * to the accepted ones and send the rest later (RFC 5321 §4.5.3.1.10). Default 1000.
+   */
+  recipientOvershootLimit?: number;
   /**
    * Verbs that end the session at once with 421 (Postfix's smtpd_forbidden_commands): an HTTP
    * request sent to the SMTP port (cross-protocol attacks) must not get to run its body as
@@ -122,12 +141,15 @@ export interface SMTPOptions {
 
 export const DEFAULTS = {
   timeout: 300_000,
+  stressTimeout: 10_000,
+  stressMaxErrors: 1,
   dataTimeout: 600_000,
   dataSizeLimit: 33_554_432,
   commandSizeLimit: 512,
   maxUnrecognizedCommands: 5,
   maxErrors: 20,
   maxRecipients: 1000,
+  recipientOvershootLimit: 1000,
   callLimit: 20,
   tlsHandshakeTimeout: 30_000,
   maxAuthFailures: 3,

@@ -53,6 +53,7 @@ export const Reply = {
   // 5xx
   BAD_SYNTAX: '500 5.5.2 Error: bad syntax',
   LINE_TOO_LONG: '500 5.5.2 Error: command line too long',
+  LINE_FAR_TOO_LONG: '421 4.7.0 Error: command line too long, closing',
   BARE_LF: '500 5.5.2 Error: command line must end with <CR><LF>',
   NON_ASCII: '500 5.5.2 Error: non-ASCII command (SMTPUTF8 is not enabled)',
   BAD_UTF8: '500 5.5.2 Error: invalid UTF-8 in command',

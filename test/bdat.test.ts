@@ -664,3 +664,47 @@ async function repliesUntilMarkerAfter(c: RawClient, extra: string) {
   c.send(extra + MARKER);
   return repliesUntilMarker(c);
 }
+
+for (const mode of MODES) {
+  test(`${mode}: BDAT 999999999999999 LAST gets 552 at once and a close, not a 10-minute read`, async () => {
+    const rec = new Rec();
+    await using server = await start(mode, rec, { dataSizeLimit: 1000 });
+    const { c } = await greet(server.port, mode);
+    try {
+      c.send(b(ENVELOPE + 'BDAT 999999999999999 LAST\r\n'));
+      // Nothing of the chunk was sent: the reply cannot have waited for it.
+      const got = await repliesUntilClose(c, 10, 5000);
+      assert.deepEqual(codes(got), [250, 250, 552], JSON.stringify(got.map((r) => r.text)));
+      assert.equal(got[2]!.text, '552 5.3.4 Error: message too big for system');
+      // Past twice the limit and 32 MiB it is closed too, refused or not (no MAIL here).
+      const d = await greet(server.port, mode);
+      d.c.send(b('BDAT 33554433\r\n'));
+      assert.deepEqual(codes(await repliesUntilClose(d.c, 10, 5000)), [503]);
+      d.c.close();
+      assert.equal(rec.seen.length, 0);
+    } finally {
+      c.close();
+    }
+  });
+
+  test(`${mode}: a chunk over the limit but within the discard bound gets 552 before its bytes, which are dropped`, async () => {
+    const rec = new Rec();
+    await using server = await start(mode, rec, { dataSizeLimit: 100 });
+    const { c } = await greet(server.port, mode);
+    try {
+      c.send(b('MAIL FROM:<a@example.com>\r\nRCPT TO:<x@example.com>\r\nRCPT TO:<y@example.com>\r\nBDAT 600 LAST\r\n'));
+      const finals = mode === 'LMTP' ? [552, 552] : [552];
+      const got: number[] = [];
+      for (let i = 0; i < 3 + finals.length; i++) got.push((await c.reply()).code);
+      assert.deepEqual(got, [250, 250, 250, ...finals]);
+      // The chunk's bytes (would-be commands) come after the reply and run as nothing.
+      c.send(b('QUIT\r\n'.repeat(100)));
+      await expectCmd(c, 'NOOP', 250);
+      c.send(Buffer.concat([b(ENVELOPE), chunk('fits', true), b(MARKER)]));
+      assert.deepEqual(codes(await repliesUntilMarker(c)), [250, 250, 250]);
+      assert.equal(rec.seen[0]!.content.toString(), 'fits');
+    } finally {
+      c.close();
+    }
+  });
+}

@@ -1,13 +1,18 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { IDLE_TICKS, IdleSweep, ON_IDLE, type Idler } from '../src/idle-sweep.js';
+import { IDLE_TICKS, IdleSweep, ON_IDLE, STRESS_TICKS, type Idler } from '../src/idle-sweep.js';
 
 class Probe implements Idler {
   [IDLE_TICKS] = 0;
+  [STRESS_TICKS] = 0;
   fired: number[] = [];
+  /** For the stress sweep: whether the probe is under stress now. */
+  stressed = true;
   constructor(private readonly now: () => number) {}
-  [ON_IDLE](): void {
+  [ON_IDLE](stress: boolean): boolean {
+    if (stress && !this.stressed) return false;
     this.fired.push(this.now());
+    return true;
   }
 }
 
@@ -110,4 +115,26 @@ test('after telling a connection it is idle the count starts again; a deleted on
   assert.deepEqual(gone.fired, []);
   // 80 ms timeout, 10 ms sweeps: every 90 ms while it stays idle.
   assert.deepEqual(kept.fired, [90, 180, 270, 360, 450]);
+});
+
+test('a stress sweep tells only a stressed connection; one idle that long goes at the first sweep of stress', (t) => {
+  const clock = new FakeIntervals(t);
+  let now = 0;
+  const sweep = new IdleSweep(80, true);
+  const probe = new Probe(() => now);
+  probe.stressed = false;
+  sweep.add(probe);
+  run(clock, 300, () => now++);
+  assert.deepEqual(probe.fired, [], 'not under stress: never told');
+  probe.stressed = true;
+  run(clock, 15, () => now++);
+  assert.deepEqual(probe.fired, [310], 'idle past the stress timeout: told at the next sweep');
+  // Activity counts for the stress sweep through its own ticks.
+  probe.stressed = true;
+  run(clock, 300, () => {
+    now++;
+    if (now % 50 === 0) probe[STRESS_TICKS] = 0;
+  });
+  sweep.delete(probe);
+  assert.deepEqual(probe.fired, [310]);
 });

@@ -8,10 +8,17 @@ import type { EngineContext, ReadBody } from '../context.js';
 import { Body } from '../framing.js';
 import type { MaybePromise } from '../handler.js';
 import { isThenable } from '../hooks.js';
+import { DEFAULTS } from '../options.js';
 import { Reply } from '../replies.js';
 import { formatPeer, type Envelope } from '../session.js';
 import type { BuiltinCommand } from './dispatch.js';
 import { needHelo } from './transaction.js';
+
+/**
+ * A chunk over the size limit is still read and dropped up to twice that limit, and at least up
+ * to the default limit (a message a client sent without heeding SIZE is seldom larger).
+ */
+const OVERSIZE_DISCARD = DEFAULTS.dataSizeLimit;
 
 /**
  * Starts handleDATAStream for a transaction whose body is about to arrive, if the handler has
@@ -76,6 +83,7 @@ function bdat(ctx: EngineContext, arg: string, refused: string | null): void {
   if (refusal === null && ctx.session.hostName === null) refusal = Reply.NEED_HELO;
   else if (refusal === null && env.mailFrom === null) refusal = Reply.NEED_MAIL;
   else if (refusal === null && env.rcptTos.length === 0) refusal = Reply.NEED_RCPT;
+  if (ctx.dataSizeLimit > 0 && size > ctx.dataSizeLimit) return chunkTooBig(ctx, size, last, refusal);
   if (refusal !== null) {
     // RFC 3030 §4.2: chunks pipelined behind a failed one are discarded, not held against the
     // client (a streaming client has many in flight when the size limit hits).
@@ -85,6 +93,21 @@ function bdat(ctx: EngineContext, arg: string, refused: string | null): void {
   const body = (ctx.bdat ??= new Body(ctx.dataSizeLimit, startStream(ctx, env)));
   ctx.startDataTimer();
   ctx.readChunk(size, body, () => endOfChunk(ctx, body, size, last));
+}
+
+/**
+ * A chunk that alone passes the size limit is refused before its bytes are read. A client sends
+ * them anyway without waiting (RFC 3030 §2), and only their count tells where they end, so a
+ * bounded amount is read and dropped and the session goes on; a larger one (`BDAT
+ * 999999999999999`) would hold the connection for as long as the client likes: it is closed.
+ */
+function chunkTooBig(ctx: EngineContext, size: number, last: boolean, refusal: string | null): void {
+  // LMTP answers a BDAT LAST once per recipient (RFC 2033 §4.2), refused or not.
+  const count = refusal === null && last && ctx.lmtp ? ctx.envelope.rcptTos.length : 1;
+  if (refusal === null) ctx.resetTransaction();
+  for (let i = 0; i < count; i++) ctx.reply(refusal ?? Reply.DATA_TOO_BIG, false);
+  if (size > Math.max(2 * ctx.dataSizeLimit, OVERSIZE_DISCARD)) return ctx.close();
+  ctx.readChunk(size, new Body(0, () => {}), () => {});
 }
 
 function endOfChunk(ctx: EngineContext, body: Body, size: number, last: boolean): void | Promise<void> {

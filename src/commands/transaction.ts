@@ -154,7 +154,7 @@ function rcpt(ctx: EngineContext, arg: string): void | Promise<void> {
   if (typeof options === 'string') return ctx.reply(options);
   if (!env.smtputf8 && !isAsciiString(address)) return ctx.reply(Reply.NEED_UTF8);
   if (env.rcptTos.length >= (ctx.options.maxRecipients ?? DEFAULTS.maxRecipients)) {
-    return ctx.reply(Reply.TOO_MANY_RECIPIENTS);
+    return ctx.reply(Reply.TOO_MANY_RECIPIENTS, ctx.overshoot());
   }
   const before = env.rcptTos.length;
   const reply = ctx.hook('handleRCPT', [address, options], Reply.RCPT_OK, RCPT_ENHANCED);
