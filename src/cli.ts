@@ -33,7 +33,7 @@ import {
   type CaptureCliOptions,
 } from './capture/cli.js';
 
-const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--xforward-allow ADDRS] [--workers N] [--shutdown-timeout S] [capture options] [classargs ...]`;
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--xforward-allow ADDRS] [--dsn] [--offer-requiretls] [--accept-unknown-parameters] [--data-line-limit N] [--workers N] [--shutdown-timeout S] [capture options] [classargs ...]`;
 
 const HELP = `${USAGE}
 
@@ -79,6 +79,13 @@ options:
   --xforward-allow ADDRS
                         Offer Postfix's XFORWARD to these MTAs (a content filter's front end;
                         comma-separated addresses or CIDR ranges; may be repeated).
+  --dsn                 Offer DSN (RFC 3461): RET, ENVID, NOTIFY and ORCPT are checked and given
+                        to the handler typed (without it they get 555).
+  --offer-requiretls    Offer REQUIRETLS (RFC 8689) once a session runs over TLS (needs
+                        --tlscert or --smtpscert). Not aiosmtpd's --no-requiretls.
+  --accept-unknown-parameters
+                        Give MAIL/RCPT parameters the server does not know to the handler
+                        (mailOptions.unknown) instead of answering 555.
   --workers N           Serve from N processes (node:cluster) on the same listeners; 'auto' is one
                         per core. A worker that dies is restarted. Default: 1.
   --shutdown-timeout S  On SIGTERM/SIGINT, seconds open transactions may take to finish before
@@ -109,6 +116,9 @@ interface Args {
   tlscert: string | null;
   tlskey: string | null;
   requireTLS: boolean;
+  dsn: boolean;
+  offerRequireTLS: boolean;
+  acceptUnknownParameters: boolean;
   smtpscert: string | null;
   smtpskey: string | null;
   workers: number;
@@ -234,6 +244,9 @@ const OPTIONS: OptionSpec[] = [
   { long: 'tlscert', value: 'required', apply: (a, v) => void (a.tlscert = v!) },
   { long: 'tlskey', value: 'required', apply: (a, v) => void (a.tlskey = v!) },
   { long: 'no-requiretls', value: 'none', apply: (a) => void (a.requireTLS = false) },
+  { long: 'dsn', value: 'none', apply: (a) => void (a.dsn = true) },
+  { long: 'offer-requiretls', value: 'none', apply: (a) => void (a.offerRequireTLS = true) },
+  { long: 'accept-unknown-parameters', value: 'none', apply: (a) => void (a.acceptUnknownParameters = true) },
   { long: 'smtpscert', value: 'required', apply: (a, v) => void (a.smtpscert = v!) },
   { long: 'smtpskey', value: 'required', apply: (a, v) => void (a.smtpskey = v!) },
   {
@@ -317,6 +330,9 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     tlscert: null,
     tlskey: null,
     requireTLS: true,
+    dsn: false,
+    offerRequireTLS: false,
+    acceptUnknownParameters: false,
     smtpscert: null,
     smtpskey: null,
     workers: 1,
@@ -577,6 +593,9 @@ async function main(argv: string[]): Promise<number> {
     } else if (args.authRequired) {
       throw new CliError('--auth-required needs --auth-file or --auth-accept-any');
     }
+    if (args.offerRequireTLS && starttls === undefined && smtps === undefined) {
+      throw new CliError('--offer-requiretls needs --tlscert/--tlskey or --smtpscert/--smtpskey: REQUIRETLS is only offered over TLS');
+    }
     if (args.capture.given && !(handler instanceof Capture)) throw new CliError('the capture options need -c Capture');
     if (handler instanceof Capture && args.workers > 1) throw new CliError('-c Capture keeps its mail in one process: it cannot run with --workers');
     if (handler instanceof Capture) configureCapture(handler, args.capture);
@@ -633,6 +652,9 @@ async function main(argv: string[]): Promise<number> {
     proxyProtocolTimeout: args.proxyProtocol === null ? undefined : args.proxyProtocol * 1000,
     xclientAllow: args.xclientAllow,
     xforwardAllow: args.xforwardAllow,
+    enableDSN: args.dsn,
+    offerRequireTLS: args.offerRequireTLS,
+    acceptUnknownParameters: args.acceptUnknownParameters,
   };
   // (label, controller) pairs. "localhost" means both loopbacks, so clients that resolve it
   // either way find the server; the ::1 half is optional (a machine may have no IPv6).

@@ -72,6 +72,7 @@ export {
   type DsnMailOptions,
   type DsnRcptOptions,
 } from './dsn.js';
+export { tlsRequiredNo } from './requiretls.js';
 export {
   withAuthResults,
   authResultsOf,

@@ -85,6 +85,13 @@ export interface SMTPOptions {
   forbiddenCommands?: string[];
   /** Pass unknown MAIL/RCPT parameters to the handler instead of answering 555. Default false. */
   acceptUnknownParameters?: boolean;
+  /** Advertise DSN (RFC 3461) and parse RET, ENVID, NOTIFY, ORCPT into the mail/rcpt options. Default false (555). */
+  enableDSN?: boolean;
+  /**
+   * Advertise REQUIRETLS (RFC 8689) once the session runs over TLS, and accept the MAIL
+   * parameter there (mailOptions.requireTLS). Default false.
+   */
+  offerRequireTLS?: boolean;
   /** Offer STARTTLS (RFC 3207) with this context (or the options to make one). */
   tlsContext?: SecureContext | SecureContextOptions;
   /** Refuse everything but NOOP, EHLO, STARTTLS and QUIT before TLS (530). Default false. */

@@ -35,6 +35,7 @@ export const Reply = {
   STARTTLS_SYNTAX: '501 5.5.4 Syntax: STARTTLS',
   TLS_ALREADY_ACTIVE: '503 5.5.1 Error: TLS already active',
   NEED_STARTTLS: '530 5.7.0 Must issue a STARTTLS command first',
+  REQUIRETLS_NEEDS_TLS: '530 5.7.10 REQUIRETLS needs a TLS session: issue STARTTLS first',
   NEED_AUTH: '530 5.7.0 Authentication required',
   AUTH_NOT_AVAILABLE: '502 5.5.1 Error: AUTH not available',
   AUTH_NEEDS_EHLO: '503 5.5.1 Error: send EHLO first',

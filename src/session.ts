@@ -1,5 +1,6 @@
 /** The state a handler sees: Session lives for the connection, Envelope for one transaction. */
 import type { PeerCertificate } from 'node:tls';
+import type { DsnNotify, DsnOrcpt, DsnRet } from './dsn.js';
 import type { ProxyData } from './proxy-protocol.js';
 import type { XClientData } from './xclient.js';
 import type { XForwardData } from './xforward.js';
@@ -49,12 +50,22 @@ export interface MailOptions {
   smtputf8?: boolean;
   /** RFC 4954 §5 AUTH=: the identity the client vouches for, or '<>'. */
   auth?: string;
+  /** RFC 3461 §4.3 RET=, with enableDSN: what a failure DSN returns of the message. */
+  ret?: DsnRet;
+  /** RFC 3461 §4.4 ENVID=, with enableDSN: the envelope identifier, decoded from xtext. */
+  envid?: string;
+  /** RFC 8689 REQUIRETLS, with offerRequireTLS (accepted over TLS only): relay this message only over verified TLS. */
+  requireTLS?: boolean;
   /** Parameters the engine does not know (upper-cased keyword → value, or true), with acceptUnknownParameters. */
   unknown?: Record<string, string | true>;
 }
 
 /** ESMTP parameters of RCPT TO. */
 export interface RcptOptions {
+  /** RFC 3461 §4.1 NOTIFY=, with enableDSN: 'NEVER' or the conditions asked for. */
+  notify?: DsnNotify;
+  /** RFC 3461 §4.2 ORCPT=, with enableDSN: the original recipient. */
+  orcpt?: DsnOrcpt;
   /** Parameters the engine does not know (upper-cased keyword → value, or true), with acceptUnknownParameters. */
   unknown?: Record<string, string | true>;
 }

@@ -48,10 +48,14 @@ async function until(check: () => boolean, what: string): Promise<void> {
   assert.ok(check(), `timed out waiting for ${what}`);
 }
 
-async function relay(dsn: boolean, commands: string[]): Promise<{ got: Captured[]; replies: string[] }> {
+/** The Proxy's own server takes the DSN parameters raw (acceptUnknownParameters) or typed (enableDSN). */
+async function relay(dsn: boolean, commands: string[], typed = false): Promise<{ got: Captured[]; replies: string[] }> {
   const upstream = capturing(dsn);
   await using up = await startServer(upstream, { logger: quiet, acceptUnknownParameters: dsn });
-  await using proxy = await startServer(new Proxy('127.0.0.1', up.port, { timeout: 5000 }), { logger: quiet, acceptUnknownParameters: true });
+  await using proxy = await startServer(new Proxy('127.0.0.1', up.port, { timeout: 5000 }), {
+    logger: quiet,
+    ...(typed ? { enableDSN: true } : { acceptUnknownParameters: true }),
+  });
   const c = await greeted(proxy.port);
   const replies: string[] = [];
   try {
@@ -81,6 +85,16 @@ describe('Proxy: DSN parameters to an upstream that offers DSN', () => {
     assert.deepEqual(got[0]!.mailParams, ['RET=HDRS', 'ENVID=QQ+2B314']);
     assert.deepEqual(got[0]!.rcptOptions, [{ NOTIFY: 'SUCCESS,FAILURE', ORCPT: 'rfc822;b+2Bold@example.net' }, { NOTIFY: 'NEVER' }, {}]);
   });
+  test('typed by the engine (enableDSN): they go on the same', async () => {
+    const { got, replies } = await relay(
+      true,
+      ['MAIL FROM:<a@example.com> RET=HDRS ENVID=QQ+2B314', 'RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+2Bold@example.net', 'RCPT TO:<c@example.net> NOTIFY=NEVER'],
+      true,
+    );
+    assert.ok(replies.every((r) => r.startsWith('250')), replies.join(' | '));
+    assert.deepEqual(got[0]!.mailParams, ['RET=HDRS', 'ENVID=QQ+2B314']);
+    assert.deepEqual(got[0]!.rcptOptions, [{ NOTIFY: 'SUCCESS,FAILURE', ORCPT: 'rfc822;b+2Bold@example.net' }, { NOTIFY: 'NEVER' }]);
+  });
   test('attack: a malformed raw value is not relayed', async () => {
     const { got } = await relay(true, ['MAIL FROM:<a@example.com> ENVID=+0D+0Ax RET=ALL', 'RCPT TO:<b@example.net> NOTIFY=NEVER,SUCCESS ORCPT=rfc822;nope']);
     assert.deepEqual(got[0]!.mailParams, []);
@@ -109,6 +123,12 @@ describe('Proxy: DSN parameters to an upstream without DSN', () => {
     assert.doesNotMatch(text, /c@example\.net/, 'NOTIFY=FAILURE asked for no success notice');
     assert.match(text, /^Content-Type: text\/rfc822-headers\r\n\r\nX-Peer: [^\r]*\r\nSubject: dsn test\r\n/m);
     assert.doesNotMatch(text, /^body\r$/m, 'RET=HDRS returns the headers only');
+  });
+  test('typed by the engine (enableDSN): the relayed DSN all the same', async () => {
+    const { got } = await relay(false, ['MAIL FROM:<a@example.com> ENVID=env+2B1', 'RCPT TO:<b@example.net> NOTIFY=SUCCESS'], true);
+    assert.equal(got.length, 2);
+    assert.deepEqual(got[0]!.mailParams, []);
+    assert.match(got[1]!.content, /^Original-Envelope-Id: env\+1\r$/m);
   });
   test('no NOTIFY=SUCCESS, no notice', async () => {
     const { got } = await relay(false, ['MAIL FROM:<a@example.com>', 'RCPT TO:<b@example.net> NOTIFY=DELAY,FAILURE']);

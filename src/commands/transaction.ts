@@ -1,5 +1,6 @@
 /** The envelope of a mail transaction (RFC 5321 §3.3): MAIL, RCPT and RSET. */
 import type { EngineContext } from '../context.js';
+import { DsnError, isDsnKeyword, parseMailDsn, parseRcptDsn, type DsnParam } from '../dsn.js';
 import { DEFAULTS } from '../options.js';
 import { afterKeyword, parseParams, parsePath, parseSize, type EsmtpParam } from '../parse.js';
 import { Reply } from '../replies.js';
@@ -11,6 +12,11 @@ import type { BuiltinCommand } from './dispatch.js';
 /** aiosmtpd's allowances over the base line limit for MAIL parameters (SIZE=, SMTPUTF8). */
 const SIZE_ALLOWANCE = 26;
 const SMTPUTF8_ALLOWANCE = 10;
+/** RFC 3461 §4: DSN lengthens the MAIL line by up to 100 characters (RET, ENVID), RCPT's by 500 (NOTIFY, ORCPT). */
+const DSN_MAIL_ALLOWANCE = 100;
+const DSN_RCPT_ALLOWANCE = 500;
+/** ` REQUIRETLS`. */
+const REQUIRETLS_ALLOWANCE = 11;
 /** The enhanced codes of a bare 2xx from handleMAIL / handleRCPT (RFC 3463 §3.2: sender, destination). */
 const MAIL_ENHANCED = '2.1.0';
 const RCPT_ENHANCED = '2.1.5';
@@ -40,11 +46,34 @@ function pathAndParams(ctx: EngineContext, arg: string, mail: boolean): { addres
   return params === null ? Reply.BAD_PARAMS : { address: path.address, params };
 }
 
+/** With enableDSN, RET/ENVID/NOTIFY/ORCPT go to src/dsn.ts (on either command, so a misplaced one gets its 555 there). */
+function isDsnParam(ctx: EngineContext, keyword: string): boolean {
+  return ctx.options.enableDSN === true && (isDsnKeyword('MAIL', keyword) || isDsnKeyword('RCPT', keyword));
+}
+
+/** The DSN options parsed, or the DsnError's reply. */
+function dsnOptions<T>(parse: () => T): T | string {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof DsnError) return error.reply;
+    throw error;
+  }
+}
+
 /** MAIL's parameters, typed; a string is the error reply. */
 function mailOptions(ctx: EngineContext, params: EsmtpParam[]): MailOptions | string {
   const options: MailOptions = {};
+  const dsn: DsnParam[] = [];
   for (const { keyword, value } of params) {
-    if (keyword === 'SIZE') {
+    if (isDsnParam(ctx, keyword)) {
+      dsn.push({ keyword, value });
+    } else if (keyword === 'REQUIRETLS' && ctx.options.offerRequireTLS === true) {
+      if (value !== null || options.requireTLS === true) return Reply.BAD_PARAMS;
+      // RFC 8689 §2: the option is only for a session that itself runs over TLS.
+      if (ctx.session.tls === null) return Reply.REQUIRETLS_NEEDS_TLS;
+      options.requireTLS = true;
+    } else if (keyword === 'SIZE') {
       const size = parseSize(value);
       if (size === null) return Reply.BAD_SIZE;
       if (ctx.dataSizeLimit > 0 && size > ctx.dataSizeLimit) return Reply.SIZE_EXCEEDED;
@@ -67,7 +96,23 @@ function mailOptions(ctx: EngineContext, params: EsmtpParam[]): MailOptions | st
       return Reply.PARAM_NOT_RECOGNIZED;
     }
   }
-  return options;
+  if (dsn.length === 0) return options;
+  const typed = dsnOptions(() => parseMailDsn(dsn));
+  return typeof typed === 'string' ? typed : Object.assign(options, typed);
+}
+
+/** RCPT's parameters, typed; a string is the error reply. */
+function rcptOptions(ctx: EngineContext, params: EsmtpParam[]): RcptOptions | string {
+  const options: RcptOptions = {};
+  const dsn: DsnParam[] = [];
+  for (const { keyword, value } of params) {
+    if (isDsnParam(ctx, keyword)) dsn.push({ keyword, value });
+    else if (ctx.options.acceptUnknownParameters) (options.unknown ??= {})[keyword] = value ?? true;
+    else return Reply.PARAM_NOT_RECOGNIZED;
+  }
+  if (dsn.length === 0) return options;
+  const typed = dsnOptions(() => parseRcptDsn(dsn, { utf8: ctx.envelope.smtputf8 }));
+  return typeof typed === 'string' ? typed : Object.assign(options, typed);
 }
 
 function mail(ctx: EngineContext, arg: string): void | Promise<void> {
@@ -105,11 +150,8 @@ function rcpt(ctx: EngineContext, arg: string): void | Promise<void> {
   const parsed = pathAndParams(ctx, arg, false);
   if (typeof parsed === 'string') return ctx.reply(parsed);
   const { address, params } = parsed;
-  const options: RcptOptions = {};
-  for (const { keyword, value } of params) {
-    if (!ctx.options.acceptUnknownParameters) return ctx.reply(Reply.PARAM_NOT_RECOGNIZED);
-    (options.unknown ??= {})[keyword] = value ?? true;
-  }
+  const options = rcptOptions(ctx, params);
+  if (typeof options === 'string') return ctx.reply(options);
   if (!env.smtputf8 && !isAsciiString(address)) return ctx.reply(Reply.NEED_UTF8);
   if (env.rcptTos.length >= (ctx.options.maxRecipients ?? DEFAULTS.maxRecipients)) {
     return ctx.reply(Reply.TOO_MANY_RECIPIENTS, ctx.overshoot());
@@ -143,14 +185,27 @@ export const MAIL: BuiltinCommand = {
     const k = [ctx.dataSizeLimit > 0 ? `SIZE ${ctx.dataSizeLimit}` : 'SIZE', '8BITMIME', 'PIPELINING'];
     if (ctx.enableSMTPUTF8) k.push('SMTPUTF8');
     k.push('ENHANCEDSTATUSCODES');
+    // Appended after the keywords above, so their order stays what clients and tests have seen.
+    if (ctx.options.enableDSN === true) k.push('DSN');
+    if (ctx.options.offerRequireTLS === true && ctx.session.tls !== null) k.push('REQUIRETLS');
     return k;
   },
   // aiosmtpd's allowances are for ESMTP parameters, so only after EHLO.
   lineLimit: (ctx, base) =>
-    ctx.session.extendedSmtp ? base + SIZE_ALLOWANCE + (ctx.enableSMTPUTF8 ? SMTPUTF8_ALLOWANCE : 0) : base,
+    ctx.session.extendedSmtp
+      ? base +
+        SIZE_ALLOWANCE +
+        (ctx.enableSMTPUTF8 ? SMTPUTF8_ALLOWANCE : 0) +
+        (ctx.options.enableDSN === true ? DSN_MAIL_ALLOWANCE : 0) +
+        (ctx.options.offerRequireTLS === true ? REQUIRETLS_ALLOWANCE : 0)
+      : base,
   run: mail,
 };
 
-export const RCPT: BuiltinCommand = { syntax: 'RCPT TO:<address> [SP <rcpt-parameters>]', run: rcpt };
+export const RCPT: BuiltinCommand = {
+  syntax: 'RCPT TO:<address> [SP <rcpt-parameters>]',
+  lineLimit: (ctx, base) => (ctx.session.extendedSmtp && ctx.options.enableDSN === true ? base + DSN_RCPT_ALLOWANCE : base),
+  run: rcpt,
+};
 
 export const RSET: BuiltinCommand = { syntax: 'RSET', allowedBeforeAuth: true, run: rset };

@@ -15,12 +15,19 @@
  *   connection; one our client abandoned is closed by its idle timeout.
  *
  * A 421 from the upstream becomes 451 (a 421 from us would close our client's connection).
+ *
+ * A message sent with REQUIRETLS (RFC 8689, offerRequireTLS) is relayed only over TLS whose
+ * certificate and name verified, to an upstream that offers REQUIRETLS itself (the parameter
+ * goes on); otherwise MAIL gets 550 5.7.30 (RFC 8689: REQUIRETLS support required) and nothing is relayed. A message without it whose
+ * upstream certificate does not verify is relayed over that TLS only when its header says
+ * `TLS-Required: No` (RFC 8689 §4.2.2); otherwise DATA gets 451 4.7.5, as MAIL did before.
  */
 import type { ConnectionOptions } from 'node:tls';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import { Reply } from '../replies.js';
 import { type Envelope, type MailOptions, type RcptOptions, type Session } from '../session.js';
 import { mailDsnParameters, notifyRelayed, rcptDsnParameters } from './dsn-relay.js';
+import { tlsRequiredNo } from '../requiretls.js';
 import { bodyOf, peerHeader, tracePrefix } from './headers.js';
 import { DEFAULT_IDLE_TIMEOUT, Upstream, UpstreamError, type UpstreamReply } from './upstream.js';
 
@@ -50,6 +57,10 @@ export const DEFAULT_PROXY_IDLE_TIMEOUT = DEFAULT_IDLE_TIMEOUT;
 const UNAVAILABLE = '451 4.4.1 Upstream server unavailable, try again later';
 const NO_BINARYMIME = '555 5.5.4 BODY=BINARYMIME cannot be relayed';
 const NO_SMTPUTF8 = '553 5.6.7 The upstream server does not accept non-ASCII addresses';
+/** RFC 8689 §5: the next hop does not meet REQUIRETLS (no verified TLS, or no REQUIRETLS offered). */
+const NO_REQUIRETLS = '550 5.7.30 REQUIRETLS support required';
+/** RFC 3463 4.7.5, cryptographic failure: the upstream's certificate did not verify, and the message did not waive it. */
+const UNVERIFIED = '451 4.7.5 The upstream server certificate did not verify';
 
 /** One transaction relayed: what was said upstream, to say it again on a new connection. */
 interface Transaction {
@@ -65,6 +76,8 @@ interface Transaction {
   accepted: string[];
   /** The upstream takes SMTPUTF8 for this transaction. */
   utf8: boolean;
+  /** The client asked for REQUIRETLS: every connection of this transaction must meet it. */
+  requireTLS: boolean;
 }
 
 /** What the Proxy keeps per client connection, in session.data. */
@@ -78,6 +91,8 @@ export class Proxy implements Handler<ProxyState> {
   readonly host: string;
   readonly port: number;
   readonly options: Readonly<ProxyOptions>;
+  /** Connections opened without certificate checks after a failed one: only for `TLS-Required: No`. */
+  readonly #relaxed = new WeakSet<Upstream>();
 
   constructor(host: string, port: number, options: ProxyOptions = {}) {
     if (typeof host !== 'string' || host === '') throw new TypeError('Proxy: host must be a non-empty string');
@@ -144,14 +159,15 @@ export class Proxy implements Handler<ProxyState> {
 
   // ---- inside ------------------------------------------------------------------------------
 
-  private connect(name: string): Promise<Upstream> {
+  /** With requireTLS, STARTTLS is used even with ignoreTLS: RFC 8689 leaves no choice. */
+  private connect(name: string, requireTLS = false, relaxed = false): Promise<Upstream> {
     return Upstream.connect({
       host: this.host,
       port: this.port,
       name,
       secure: this.options.secure ?? false,
-      ignoreTLS: this.options.ignoreTLS ?? false,
-      tls: this.options.tls,
+      ignoreTLS: !requireTLS && (this.options.ignoreTLS ?? false),
+      tls: relaxed ? { ...this.options.tls, rejectUnauthorized: false } : this.options.tls,
       timeout: this.options.timeout ?? DEFAULT_PROXY_TIMEOUT,
       idleTimeout: this.options.idleTimeout ?? DEFAULT_PROXY_IDLE_TIMEOUT,
     });
@@ -180,12 +196,9 @@ export class Proxy implements Handler<ProxyState> {
     options: MailOptions,
   ): Promise<string | { transaction: Transaction; reply: string }> {
     if (options.body === 'BINARYMIME') return NO_BINARYMIME;
-    let upstream: Upstream;
-    try {
-      upstream = await this.connect(server.hostname);
-    } catch {
-      return UNAVAILABLE;
-    }
+    const requireTLS = options.requireTLS === true;
+    const upstream = await this.open(server.hostname, requireTLS);
+    if (typeof upstream === 'string') return upstream;
     const utf8 = options.smtputf8 === true && upstream.supports('SMTPUTF8');
     if (!utf8 && !isAscii(address)) {
       upstream.quit();
@@ -199,13 +212,39 @@ export class Proxy implements Handler<ProxyState> {
         upstream.quit();
         return passBack(reply);
       }
-      const transaction: Transaction = { envelope, upstream, name: server.hostname, mail, rcpts: [], accepted: [], utf8 };
+      const transaction: Transaction = { envelope, upstream, name: server.hostname, mail, rcpts: [], accepted: [], utf8, requireTLS };
       session.data.upstream = transaction;
       return { transaction, reply: passBack(reply) };
     } catch {
       upstream.close();
       return UNAVAILABLE;
     }
+  }
+
+  /**
+   * A connection, or the reply that refuses the transaction: 451 when the upstream cannot be
+   * reached; for REQUIRETLS, 550 5.7.30 when its TLS does not verify or it does not offer REQUIRETLS.
+   */
+  private async open(name: string, requireTLS: boolean): Promise<Upstream | string> {
+    let upstream: Upstream;
+    try {
+      upstream = await this.connect(name, requireTLS);
+    } catch (error) {
+      if (!(error instanceof UpstreamError && error.code === 'ETLS')) return UNAVAILABLE;
+      if (requireTLS) return NO_REQUIRETLS;
+      // The message may yet say TLS-Required: No; relay() decides once the header is in.
+      try {
+        upstream = await this.connect(name, false, true);
+      } catch {
+        return UNAVAILABLE;
+      }
+      this.#relaxed.add(upstream);
+    }
+    if (requireTLS && !(upstream.verified && upstream.supports('REQUIRETLS'))) {
+      upstream.quit();
+      return NO_REQUIRETLS;
+    }
+    return upstream;
   }
 
   /** For an envelope whose MAIL did not come through our handleMAIL (a delegating handler's). */
@@ -240,7 +279,9 @@ export class Proxy implements Handler<ProxyState> {
   private async live(t: Transaction): Promise<Upstream> {
     if (t.upstream.open) return t.upstream;
     t.upstream.close();
-    t.upstream = await this.connect(t.name);
+    const upstream = await this.open(t.name, t.requireTLS);
+    if (typeof upstream === 'string') throw new UpstreamError(`reconnection refused: ${upstream}`, 'ETLS');
+    t.upstream = upstream;
     for (const command of [t.mail, ...t.rcpts]) {
       const reply = await t.upstream.command(command);
       if (!isSuccess(reply)) throw new UpstreamError(`refused on reconnection: ${reply.code}`, 'EPROTOCOL', reply);
@@ -279,12 +320,16 @@ export class Proxy implements Handler<ProxyState> {
       }
       const upstream = await this.live(t);
       const body = bodyOf(envelope);
+      if (this.#relaxed.has(upstream) && !tlsRequiredNo(body)) {
+        upstream.quit();
+        return all(UNVERIFIED);
+      }
       const sent = [tracePrefix(xPeer(session), body, '\r\n'), body];
       const final = await upstream.data(sent);
       upstream.quit();
       const reply = passBack(final);
       if (isSuccess(final) && !upstream.supports('DSN')) {
-        notifyRelayed({ connect: () => this.connect(t.name), name: t.name, remoteMta: this.host, envelope, refusals, utf8: t.utf8, reply, sent });
+        notifyRelayed({ connect: () => this.connect(t.name, t.requireTLS), name: t.name, remoteMta: this.host, envelope, refusals, utf8: t.utf8, reply, sent });
       }
       return refusals.map((r) => r ?? reply);
     } catch {
@@ -311,12 +356,14 @@ function xPeer(session: Session): string {
   return peerHeader(session, '\r\n');
 }
 
-/** SIZE, BODY and SMTPUTF8 as the client declared them, each only when the upstream offers it. */
+/** SIZE, BODY, SMTPUTF8 and REQUIRETLS as the client declared them, each only when the upstream offers it. */
 function mailParameters(upstream: Upstream, options: MailOptions, added: number, utf8: boolean): string {
   let params = '';
   if (options.size !== undefined && upstream.supports('SIZE')) params += ` SIZE=${options.size + added}`;
   if ((options.body === '8BITMIME' || options.body === '7BIT') && upstream.supports('8BITMIME')) params += ` BODY=${options.body}`;
   if (utf8) params += ' SMTPUTF8';
+  // Only ever sent where open() found it offered.
+  if (options.requireTLS === true) params += ' REQUIRETLS';
   return params;
 }
 

@@ -42,7 +42,8 @@ export interface UpstreamReply {
   lines: string[];
 }
 
-export type UpstreamErrorCode = 'ECONNECTION' | 'ETIMEDOUT' | 'ECLOSED' | 'EPROTOCOL' | 'EGREETING' | 'EHELO';
+/** ETLS: the TLS handshake failed (a certificate that does not verify, a name that does not match). */
+export type UpstreamErrorCode = 'ECONNECTION' | 'ETIMEDOUT' | 'ECLOSED' | 'EPROTOCOL' | 'EGREETING' | 'EHELO' | 'ETLS';
 
 /** The connection failed: nothing more can be said on it. `reply` is the upstream's, when one caused it. */
 export class UpstreamError extends Error {
@@ -128,6 +129,14 @@ export class Upstream {
 
   supports(keyword: string): boolean {
     return this.ext.has(keyword.toUpperCase());
+  }
+
+  /**
+   * True when the connection runs over TLS whose certificate chain verified against the trusted
+   * CAs and whose name matched the host (or `tls.servername`): what RFC 8689 REQUIRETLS asks for.
+   */
+  get verified(): boolean {
+    return this.isSecure && this.socket instanceof tls.TLSSocket && this.socket.authorized;
   }
 
   /** True once the connection runs over TLS (implicit or STARTTLS). */
@@ -274,7 +283,12 @@ export class Upstream {
 
   private attach(socket: net.Socket): void {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (error: Error) => this.fail(new UpstreamError(error.message, 'ECONNECTION')));
+    // A TLS error before the handshake ended, without a syscall, is the handshake's (a
+    // certificate), not the network's.
+    let established = false;
+    socket.once('secureConnect', () => void (established = true));
+    const tlsError = (error: Error) => socket instanceof tls.TLSSocket && !established && !('syscall' in error);
+    socket.on('error', (error: Error) => this.fail(new UpstreamError(error.message, tlsError(error) ? 'ETLS' : 'ECONNECTION')));
     socket.on('close', () => this.fail(new UpstreamError('connection closed by the upstream', 'ECLOSED')));
   }
 
