@@ -363,23 +363,26 @@ function bytesCopied(run: () => void): number {
   return moved;
 }
 
-/** Splits `input` into 64 KiB reads, each with its own ArrayBuffer, as a socket gives them. */
-function socketReads(input: Buffer): Buffer[] {
+/**
+ * Feeds `input` to a DataReader in 64 KiB reads, each with its own ArrayBuffer as a socket gives
+ * them, and takes the body: what it holds and how many bytes were copied to get it.
+ */
+function readCounted(input: Buffer): { content: Buffer; copied: number } {
   const reads: Buffer[] = [];
   for (let off = 0; off < input.length; off += 65_536) reads.push(Buffer.from(input.subarray(off, off + 65_536)));
-  return reads;
-}
-
-test('DataReader: an ordinary body is copied once per byte, a body that is most of one read not at all', () => {
-  const line = 'y'.repeat(76) + '\r\n';
-  const text = line.repeat(Math.ceil((2 << 20) / line.length));
-  const reads = socketReads(b(text + '.\r\n'));
   const reader = new DataReader({ sizeLimit: 0 });
   let content: Buffer = Buffer.alloc(0);
   const copied = bytesCopied(() => {
     for (const r of reads) reader.push(r);
     content = reader.content();
   });
+  return { content, copied };
+}
+
+test('DataReader: an ordinary body is copied once per byte, a body that is most of one read not at all', () => {
+  const line = 'y'.repeat(76) + '\r\n';
+  const text = line.repeat(Math.ceil((2 << 20) / line.length));
+  const { content, copied } = readCounted(b(text + '.\r\n'));
   assert.equal(content.length, text.length);
   assert.ok(content.equals(b(text)));
   // The last read holds only the tail of the body, too small to keep as a view: it is staged.
@@ -400,13 +403,7 @@ test('DataReader: an ordinary body is copied once per byte, a body that is most 
 test('DataReader: a dot-stuffed body stays correct, within two copies per byte and few pieces', () => {
   // Every line stuffed: one small segment per line, which is staged rather than kept as a view.
   const text = '..dot line\r\n'.repeat(50_000);
-  const reads = socketReads(b(text + '.\r\n'));
-  const reader = new DataReader({ sizeLimit: 0 });
-  let content: Buffer = Buffer.alloc(0);
-  const copied = bytesCopied(() => {
-    for (const r of reads) reader.push(r);
-    content = reader.content();
-  });
+  const { content, copied } = readCounted(b(text + '.\r\n'));
   assert.ok(content.equals(referenceBody(b(text + '.\r\n')).content));
   assert.ok(copied <= 2 * content.length, `${copied} bytes copied for ${content.length}`);
 });
