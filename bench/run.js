@@ -10,7 +10,8 @@
 //                                                                (when `import aiosmtpd` works)
 //   smtp-sink    Postfix's C test sink: smtp-sink [-u nobody] -m MAXCONN 127.0.0.1:PORT 1000
 //                                                                (when installed)
-// Scenarios (SCENARIOS, default "c1 c10 c100 p10 large idle", plus "scaling" on >= 2 cores):
+// Scenarios (SCENARIOS, default "c1 c10 c100 p10 large idle", plus "scaling" on >= 2 cores;
+//   "capture" runs bench/capture.js, Capture against MailDev, after the others):
 //   c1 c10 c100  N_SMALL messages of SMALL_SIZE bytes over 1 / 10 / 100 connections, each reused
 //                for its share (load: Postfix smtp-source -d when installed, else bench/loadgen.js)
 //   p10          as c10, always with bench/loadgen.js: EHLO once, RSET between messages,
@@ -186,7 +187,11 @@ servers = servers.filter((s) => SERVERS[s].available);
 
 const defaultScenarios = ['c1', 'c10', 'c100', 'p10', 'large', 'idle', ...(CORES >= 2 ? ['scaling'] : [])];
 const scenarioNames = (env.SCENARIOS ?? '').split(/[\s,]+/).filter(Boolean);
-const SCENARIOS = scenarioNames.length ? scenarioNames : defaultScenarios;
+// `capture` (Capture against MailDev, stored/s, API latency, memory) is bench/capture.js's, run after the rest.
+const runCapture = () => spawnSync(process.execPath, [path.join(HERE, 'capture.js')], { stdio: 'inherit', env }).status ?? 1;
+const captureToo = scenarioNames.includes('capture');
+if (captureToo && scenarioNames.length === 1) process.exit(runCapture());
+const SCENARIOS = (scenarioNames.length ? scenarioNames : defaultScenarios).filter((s) => s !== 'capture');
 const smallGen = LOADGEN;
 const SCENARIO_DEFS = {
   c1: { conns: 1, count: N_SMALL, size: SMALL_SIZE, gen: smallGen },
@@ -582,3 +587,4 @@ writeFileSync(path.join(OUT, 'summary.md'), ['# tsmtpd bench', '', '```', envTex
 process.stdout.write(`\n${table}\n\n${legend}\n`);
 process.stderr.write(`\nbench: ${kept.filter((r) => r.ok).length}/${kept.length} runs ok (${rows.length - kept.length} noisy re-run) in ${Math.round((Date.now() - t0) / 1000)} s;` +
   ` results.jsonl and summary.md (with min–max) in ${OUT}\n`);
+if (captureToo) runCapture();

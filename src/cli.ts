@@ -21,8 +21,19 @@ import type { Authenticator } from './auth.js';
 import { htpasswdAuthenticator, loadHtpasswd } from './htpasswd.js';
 import { VERSION } from './version.js';
 import { runPrimary, type ListeningMessage } from './workers.js';
+import { Capture } from './capture/capture.js';
+import {
+  CAPTURE_HELP,
+  CAPTURE_OPTION_NAMES,
+  CaptureOptionError,
+  captureOption,
+  configureCapture,
+  defaultCaptureOptions,
+  startCaptureHttp,
+  type CaptureCliOptions,
+} from './capture/cli.js';
 
-const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--workers N] [--shutdown-timeout S] [classargs ...]`;
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--workers N] [--shutdown-timeout S] [capture options] [classargs ...]`;
 
 const HELP = `${USAGE}
 
@@ -38,7 +49,7 @@ options:
                         The setuid call will fail if this program is not run as root (in which
                         case, use this flag).
   -c CLASSPATH, --class CLASSPATH
-                        Use the given class, as a built-in name (Debugging, Sink, Mailbox, Proxy, JetStream) or
+                        Use the given class, as a built-in name (Debugging, Sink, Mailbox, Proxy, JetStream, Capture) or
                         MODULE:EXPORT (e.g. ./my-handler.js:MyHandler), as the handler class.
                         Default: Debugging. (-c Sink buffered: a Sink that gathers each body.)
   -s SIZE, --size SIZE  The maximum message size in bytes, advertised with SIZE and enforced
@@ -74,7 +85,7 @@ options:
                         port 8025 is used. If only :PORT is given, then localhost is used for the
                         hostname. If neither are given, localhost:8025 is used; localhost means
                         both ::1 (where available) and 127.0.0.1.
-`;
+${CAPTURE_HELP}`;
 
 const DEFAULT_PORT = 8025;
 
@@ -106,6 +117,8 @@ interface Args {
   /** Seconds SIGTERM lets open transactions finish before 421. */
   shutdownTimeout: number;
   classargs: string[];
+  /** The -c Capture options (src/capture/cli.ts). */
+  capture: CaptureCliOptions;
 }
 
 class CliError extends Error {}
@@ -248,6 +261,9 @@ const OPTIONS: OptionSpec[] = [
       a.shutdownTimeout = Number(v);
     },
   },
+  ...Object.entries(CAPTURE_OPTION_NAMES).map(
+    ([long, value]): OptionSpec => ({ long, value, apply: (a, v) => captureOption(a.capture, long, v) }),
+  ),
 ];
 
 function hostPort(host: string, port: number): string {
@@ -296,6 +312,7 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     authRequired: false,
     shutdownTimeout: 10,
     classargs: [],
+    capture: defaultCaptureOptions(),
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -534,10 +551,20 @@ async function main(argv: string[]): Promise<number> {
       } catch (error) {
         throw new CliError((error as Error).message);
       }
-      authenticator = htpasswdAuthenticator(args.authFile, { reloadOnChange: true });
+      const fromFile = htpasswdAuthenticator(args.authFile, { reloadOnChange: true });
+      // Capture puts its AUTH fault rules in front.
+      authenticator = handler instanceof Capture ? handler.authenticator(fromFile) : fromFile;
+    } else if (args.capture.acceptAnyAuth) {
+      if (starttls === undefined && smtps === undefined && !args.capture.authAllowInsecure) {
+        throw new CliError('--auth-accept-any needs --tlscert/--tlskey, --smtpscert/--smtpskey or --auth-allow-insecure');
+      }
+      if (handler instanceof Capture) authenticator = handler.authenticator();
     } else if (args.authRequired) {
-      throw new CliError('--auth-required needs --auth-file');
+      throw new CliError('--auth-required needs --auth-file or --auth-accept-any');
     }
+    if (args.capture.given && !(handler instanceof Capture)) throw new CliError('the capture options need -c Capture');
+    if (handler instanceof Capture && args.workers > 1) throw new CliError('-c Capture keeps its mail in one process: it cannot run with --workers');
+    if (handler instanceof Capture) configureCapture(handler, args.capture);
     // Fail now, with one line, on a certificate that does not load.
     for (const pair of [starttls, smtps]) {
       if (pair === undefined) continue;
@@ -548,7 +575,7 @@ async function main(argv: string[]): Promise<number> {
       }
     }
   } catch (error) {
-    if (error instanceof CliError || error instanceof UsageError) {
+    if (error instanceof CliError || error instanceof UsageError || error instanceof CaptureOptionError) {
       process.stderr.write(`tsmtpd: error: ${error.message}\n`);
       return 2;
     }
@@ -587,6 +614,7 @@ async function main(argv: string[]): Promise<number> {
     tls: smtps,
     authenticator,
     authRequired: args.authRequired,
+    authRequireTLS: !args.capture.authAllowInsecure,
     proxyProtocolTimeout: args.proxyProtocol === null ? undefined : args.proxyProtocol * 1000,
     xclientAllow: args.xclientAllow,
   };
@@ -626,6 +654,18 @@ async function main(argv: string[]): Promise<number> {
       return 1;
     }
   }
+  let captureHttp: Awaited<ReturnType<typeof startCaptureHttp>>['http'] | null = null;
+  if (handler instanceof Capture) {
+    try {
+      const { http, warning } = await startCaptureHttp(handler, args.capture);
+      captureHttp = http;
+      if (warning !== null) process.stderr.write(`tsmtpd: warning: ${warning}\n`);
+    } catch (error) {
+      process.stderr.write(`tsmtpd: error: cannot start the capture's HTTP side on ${args.capture.httpHost}:${args.capture.httpPort}: ${(error as Error).message}\n`);
+      await Promise.all(started.map((e) => e.controller.stop()));
+      return 1;
+    }
+  }
   if (args.setuid) dropPrivileges();
   const what = args.lmtp ? 'LMTP' : 'SMTP';
   const where = started.map((e) => e.label).join(', ');
@@ -633,6 +673,7 @@ async function main(argv: string[]): Promise<number> {
     process.send?.({ tsmtpd: 'listening', where } satisfies ListeningMessage);
   } else {
     process.stderr.write(`tsmtpd ${VERSION} (${what}) listening on ${where} (handler ${args.classpath})\n`);
+    if (captureHttp !== null) process.stderr.write(`tsmtpd: web UI and API on ${captureHttp.url}\n`);
   }
 
   // SIGHUP re-reads the certificates: renewed ones take effect without a restart.
@@ -655,7 +696,7 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', resolve);
   });
   // Stop accepting; let transactions in flight finish up to the deadline, then 421.
-  await Promise.all(started.map((e) => e.controller.stop({ deadline: args.shutdownTimeout * 1000 })));
+  await Promise.all([...started.map((e) => e.controller.stop({ deadline: args.shutdownTimeout * 1000 })), captureHttp?.stop()]);
   return 0;
 }
 

@@ -23,6 +23,8 @@ export interface SMTPServer {
   readonly envelope: Envelope;
   /** Closes the connection after the pending replies are written. */
   close(): void;
+  /** Cuts the connection at once, without a reply (a test server's fault, an abuser). */
+  destroy(): void;
   /**
    * For custom AUTH mechanisms: sends `334 <base64 challenge>` and resolves to the client's
    * decoded answer; rejects when the client cancels (`*`) or sends bad base64.

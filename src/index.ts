@@ -29,7 +29,7 @@ export { SizeLimitExceeded } from './body-stream.js';
 export { Message, AsyncMessage, type ParsedMail, type SimpleParserOptions } from './handlers/message.js';
 export { Proxy, type ProxyOptions } from './handlers/proxy.js';
 export { JetStream, type JetStreamOptions } from './handlers/jetstream.js';
-export type { NatsOptions } from './handlers/jetstream-connection.js';
+export type { NatsOptions } from './handlers/jetstream-options.js';
 export { decodeRecord, type MailRecord, type SessionFacts } from './handlers/jetstream-record.js';
 export {
   startJetStreamWorker,
@@ -85,3 +85,12 @@ export {
   type ArcVerdict,
   type DNSResolver,
 } from './authres/index.js';
+export { Capture, acceptAnyAuthenticator, type CaptureOptions } from './capture/capture.js';
+export { Faults, parseFaultSpec, FaultSyntaxError, type FaultRule, type FaultStage, type FaultAction, type ChaosTriggers, type ChaosTrigger } from './capture/faults.js';
+export { CaptureHttpServer, type CaptureHttpOptions } from './capture/http.js';
+export type { RelayOptions } from './capture/relay.js';
+export { Inbox, IsolatedInbox, CaptureTimeoutError, type WaitOptions } from './capture/inbox.js';
+export { CapturedMessage, type CapturedSession, type CapturedEnvelope, type AddressEntry } from './capture/message.js';
+export type { Match, MatchSpec, TextMatch } from './capture/match.js';
+export type { CodeOptions } from './capture/text.js';
+export { htmlToText, extractLinks, findCode } from './capture/text.js';

@@ -8,7 +8,8 @@
  */
 import { AckPolicy, jetstream, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { ConnectionOptions } from 'node:tls';
-import { connectNats, DEFAULT_STREAM, DEFAULT_SUBJECT, ensureStream, readBody, type NatsOptions } from './handlers/jetstream-connection.js';
+import { connectNats, DEFAULT_STREAM, DEFAULT_SUBJECT, ensureStream, readBody } from './handlers/jetstream-connection.js';
+import type { NatsOptions } from './handlers/jetstream-options.js';
 import { decodeRecord, RecordError, type MailRecord } from './handlers/jetstream-record.js';
 import { Mailbox } from './handlers/mailbox.js';
 import { Upstream } from './handlers/upstream.js';

@@ -251,7 +251,7 @@ describe('Mailbox', () => {
 });
 
 test('builtinHandlers maps bare names to classes', () => {
-  assert.deepEqual(Object.keys(builtinHandlers).sort(), ['Debugging', 'JetStream', 'Mailbox', 'Proxy', 'Sink']);
+  assert.deepEqual(Object.keys(builtinHandlers).sort(), ['Capture', 'Debugging', 'JetStream', 'Mailbox', 'Proxy', 'Sink']);
   assert.equal(builtinHandlers['Sink'], Sink);
   assert.ok(builtinHandlers['Mailbox']!.fromCli!('/tmp/y') instanceof Mailbox);
 });

@@ -2,7 +2,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import nodemailer from 'nodemailer';
 import type { Envelope } from '../src/session.js';
 import type { Session } from '../src/session.js';
 import type { SMTPServer } from '../src/handler.js';
@@ -10,19 +9,9 @@ import type { ControllerOptions } from '../src/controller.js';
 import dns from 'node:dns';
 import { Controller } from '../src/controller.js';
 import { Recorder, startServer } from './helpers.js';
+import { smtpTransport } from './capture-util.js';
 
-function transportFor(port: number, extra: Record<string, unknown> = {}) {
-  return nodemailer.createTransport({
-    host: '127.0.0.1',
-    port,
-    secure: false,
-    ignoreTLS: true,
-    connectionTimeout: 5000,
-    greetingTimeout: 5000,
-    socketTimeout: 10000,
-    ...extra,
-  } as Parameters<typeof nodemailer.createTransport>[0]);
-}
+const transportFor = smtpTransport;
 
 async function withServer(
   handler: Recorder,

@@ -6,8 +6,9 @@ import { Mailbox } from './mailbox.js';
 import { AsyncMessage, Message } from './message.js';
 import { Proxy } from './proxy.js';
 import { BufferedSink, Sink } from './sink.js';
+import { Capture } from '../capture/capture.js';
 
-export { Debugging, Mailbox, Sink, BufferedSink, Proxy, Message, AsyncMessage, JetStream };
+export { Debugging, Mailbox, Sink, BufferedSink, Proxy, Message, AsyncMessage, JetStream, Capture };
 
 /**
  * Keyed by bare class name, as aiosmtpd's `-c aiosmtpd.handlers.Name` shortened to `-c Name`.
@@ -19,4 +20,5 @@ export const builtinHandlers: Record<string, HandlerClass> = {
   Mailbox,
   Proxy,
   JetStream,
+  Capture,
 };

@@ -6,30 +6,9 @@ import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOp
 import { jetstreamManager, RetentionPolicy, StorageType, type JetStreamManager } from '@nats-io/jetstream';
 import { readFileSync } from 'node:fs';
 import { bodyHash, RecordError, type MailRecord } from './jetstream-record.js';
+import type { NatsOptions } from './jetstream-options.js';
 
-export interface NatsOptions {
-  /** One or more `nats://HOST:PORT` (or `tls://`) URLs: the cluster's seed servers. */
-  servers: string | string[];
-  /** Stream name. Default `MAIL`. */
-  stream?: string;
-  /** Subject of the envelope messages; chunks go to `SUBJECT.chunk`. Default `mail.in`. */
-  subject?: string;
-  user?: string;
-  pass?: string;
-  token?: string;
-  /** A NATS `.creds` file (JWT + NKey seed), as `nsc` writes it. */
-  credsFile?: string;
-  /** TLS to NATS: a CA file to trust, and a client certificate and key for mutual TLS. */
-  tls?: { caFile?: string; certFile?: string; keyFile?: string };
-  /** When the stream is missing, create it with this many replicas (1, 3 or 5). Default 1. */
-  replicas?: number;
-  /** Create the stream when it is missing. Default true; false when operators manage it. */
-  createStream?: boolean;
-  /** JetStream's duplicate window for the idempotency id, ms. Default 120000 (two minutes). */
-  duplicateWindow?: number;
-  /** The connection's name, as the server's monitoring shows it. */
-  name?: string;
-}
+export type { NatsOptions };
 
 export const DEFAULT_STREAM = 'MAIL';
 export const DEFAULT_SUBJECT = 'mail.in';

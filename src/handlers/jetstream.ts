@@ -18,7 +18,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import type { Envelope, Session } from '../session.js';
 import { bodyOf } from './headers.js';
-import { chunkSubject, connectNats, DEFAULT_STREAM, DEFAULT_SUBJECT, ensureStream, type NatsOptions } from './jetstream-connection.js';
+import { chunkSubject, connectNats, DEFAULT_STREAM, DEFAULT_SUBJECT, ensureStream } from './jetstream-connection.js';
+import type { NatsOptions } from './jetstream-options.js';
 import { bodyHash, chunk, encodeRecord, messageId, RECORD_VERSION, type MailRecord, type SessionFacts } from './jetstream-record.js';
 import { parseJetStreamArgs } from './jetstream-cli.js';
 

@@ -49,9 +49,7 @@ export class Mailbox implements Handler {
   /** Creates mailDir/{tmp,new,cur} (0700: mail is private). Delivery calls it on first use. */
   init(): Promise<void> {
     this.ready ??= (async () => {
-      for (const sub of ['tmp', 'new', 'cur']) {
-        await makeDirectory(join(this.mailDir, sub));
-      }
+      await makeMaildir(this.mailDir);
     })().catch((error: unknown) => {
       this.ready = null; // let a later delivery try again (e.g. after the disk was remounted)
       throw error;
@@ -86,31 +84,43 @@ export class Mailbox implements Handler {
     await this.init();
     const body = bodyOf(envelope);
     const eol = lineEnding(body);
-    // Prepended, so these come first and win over any X- header the client forged. Written
-    // apart from the body so a large message is not copied once more to join them.
+    // Prepended, so these come first and win over any X- header the client forged.
     const header = tracePrefix(traceHeaders(session, envelope, eol, recipients), body, eol);
-
-    const name = uniqueName();
-    const tmpPath = join(this.mailDir, 'tmp', name);
-    const newPath = join(this.mailDir, 'new', name);
-    // 'wx': never reuse or clobber a file someone else is writing.
-    const file = await open(tmpPath, 'wx', 0o600);
-    try {
-      try {
-        await file.writeFile(header); // writeFile continues from the current position
-        await file.writeFile(body);
-        await file.sync(); // the data is on disk before its name appears in new/
-      } finally {
-        await file.close();
-      }
-      await moveIntoNew(tmpPath, newPath);
-    } catch (error) {
-      await unlink(tmpPath).catch(() => undefined);
-      throw error;
-    }
-    await syncDir(join(this.mailDir, 'new'));
-    return newPath;
+    return writeMaildirFile(this.mailDir, [header, body]);
   }
+}
+
+/**
+ * Writes one message into mailDir/new (tmp/ first, synced, then linked into new/) and returns its
+ * path. Throws on failure, leaving nothing behind in tmp/ or new/. The directories must exist.
+ */
+export async function writeMaildirFile(mailDir: string, parts: Buffer[]): Promise<string> {
+  const name = uniqueName();
+  const tmpPath = join(mailDir, 'tmp', name);
+  const newPath = join(mailDir, 'new', name);
+  // 'wx': never reuse or clobber a file someone else is writing.
+  const file = await open(tmpPath, 'wx', 0o600);
+  try {
+    try {
+      // Written piece by piece (writeFile continues from the current position), so a large
+      // body is not copied once more to join it to its header.
+      for (const part of parts) await file.writeFile(part);
+      await file.sync(); // the data is on disk before its name appears in new/
+    } finally {
+      await file.close();
+    }
+    await moveIntoNew(tmpPath, newPath);
+  } catch (error) {
+    await unlink(tmpPath).catch(() => undefined);
+    throw error;
+  }
+  await syncDir(join(mailDir, 'new'));
+  return newPath;
+}
+
+/** mailDir/{tmp,new,cur}, mode 0700. */
+export async function makeMaildir(mailDir: string): Promise<void> {
+  for (const sub of ['tmp', 'new', 'cur']) await makeDirectory(join(mailDir, sub));
 }
 
 /** `${secs}.M${usecs}P${pid}Q${counter}.${host}`, as Python's mailbox.Maildir names files. */

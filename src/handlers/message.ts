@@ -11,14 +11,14 @@ import { prepareMessage as rawWithTraceHeaders, traceValues } from './headers.js
 
 export type { ParsedMail, SimpleParserOptions };
 
-type SimpleParser = (input: Buffer, options?: SimpleParserOptions) => Promise<ParsedMail>;
+export type SimpleParser = (input: Buffer, options?: SimpleParserOptions) => Promise<ParsedMail>;
 let parserLoad: Promise<SimpleParser> | null = null;
 
 /**
  * mailparser and its dependencies take 200-400 ms to import; loaded on the first message so
  * that `import 'tsmtpd'` and every CLI start without a Message handler do not pay for it.
  */
-function loadParser(): Promise<SimpleParser> {
+export function loadParser(): Promise<SimpleParser> {
   parserLoad ??= import('mailparser').then((m) => m.simpleParser as SimpleParser);
   return parserLoad;
 }
