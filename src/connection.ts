@@ -666,7 +666,7 @@ export class Connection implements EngineContext, Idler {
         }
         const line = this.#framer.next();
         if (line === null) break;
-        // Commands whose hooks answer at once finish here: no promise, no microtask.
+        // A command that calls no hook (HELP, a refusal, a syntax error) finishes here, at once.
         const pending = runLine(this, line);
         if (pending !== undefined) await pending;
       }

@@ -105,18 +105,25 @@ const enum At {
   DotCR,
 }
 
+/** Segments shorter than this are copied into a staging buffer instead of kept as pieces. */
+const SMALL_SEGMENT = 4096;
+const STAGE_SIZE = 65_536;
+
 /**
  * Collects a message body under a size limit, from DATA or from BDAT chunks: past the limit
  * nothing more is kept (the caller keeps reading and dropping), so memory stays bounded.
+ *
+ * Segments are kept as views of the socket's reads and joined once, when the body is taken: one
+ * copy per byte (none for a body in one segment). Node gives every read its own ArrayBuffer and
+ * never reuses it, so a view stays valid. A view keeps its whole read alive, so only a segment
+ * covering at least half of its read is kept as a view (memory stays within twice the body), and
+ * small ones (a dot-stuffed body splits into one segment per line) are copied into a staging
+ * buffer so a body is never a million tiny Buffer objects: those bytes are copied twice.
  */
 export class Body {
-  /**
-   * A body in one segment is kept as that slice (no copy). From the second segment on, bytes
-   * are copied into one growing buffer, so the socket's read buffers die young instead of
-   * piling up until the end of a large message (where they would cost a full GC to free).
-   */
-  private first: Buffer | null = null;
-  private buf: Buffer | null = null;
+  private pieces: Buffer[] = [];
+  private stage: Buffer | null = null;
+  private staged = 0;
   private length = 0;
   /** Body bytes seen, kept or not. */
   size = 0;
@@ -135,38 +142,42 @@ export class Body {
     if (this.overflowed) return;
     if (this.sizeLimit > 0 && this.size > this.sizeLimit) {
       this.overflowed = true;
-      this.first = this.buf = null;
+      this.pieces = [];
+      this.stage = null;
+      this.staged = this.length = 0;
       return;
     }
     if (this.onSegment !== undefined) return this.onSegment(seg);
-    if (this.first === null && this.buf === null) {
-      this.first = seg;
-      this.length = seg.length;
+    this.length += seg.length;
+    if (seg.length >= SMALL_SEGMENT && seg.length * 2 >= seg.buffer.byteLength) {
+      this.flushStage();
+      this.pieces.push(seg);
       return;
     }
-    this.append(seg);
+    if (this.stage !== null && this.staged + seg.length > this.stage.length) {
+      this.flushStage();
+      this.stage = null; // what is left of it is shorter than seg
+    }
+    if (this.stage === null) this.stage = Buffer.allocUnsafe(Math.max(STAGE_SIZE, seg.length));
+    seg.copy(this.stage, this.staged);
+    this.staged += seg.length;
   }
 
-  private append(seg: Buffer): void {
-    const needed = this.length + seg.length;
-    if (this.buf === null || needed > this.buf.length) {
-      // Doubling, not the announced SIZE: a client must not make us allocate for bytes it never sends.
-      let capacity = Math.max(needed * 2, 65_536);
-      if (this.sizeLimit > 0) capacity = Math.min(capacity, Math.max(needed, this.sizeLimit));
-      const grown = Buffer.allocUnsafe(capacity);
-      if (this.buf !== null) this.buf.copy(grown, 0, 0, this.length);
-      else this.first!.copy(grown, 0);
-      this.buf = grown;
-      this.first = null;
-    }
-    seg.copy(this.buf, this.length);
-    this.length = needed;
+  /** Ends the staged run as a piece; the rest of the staging buffer takes the next small ones. */
+  private flushStage(): void {
+    if (this.stage === null || this.staged === 0) return;
+    this.pieces.push(this.stage.subarray(0, this.staged));
+    this.stage = this.staged < this.stage.length ? this.stage.subarray(this.staged) : null;
+    this.staged = 0;
   }
 
   /** The body. Empty once the limit was passed. */
   content(): Buffer {
-    if (this.buf !== null) return this.buf.subarray(0, this.length);
-    return this.first ?? Buffer.alloc(0);
+    this.flushStage();
+    this.stage = null;
+    if (this.pieces.length === 0) return EMPTY;
+    if (this.pieces.length > 1) this.pieces = [Buffer.concat(this.pieces, this.length)];
+    return this.pieces[0]!;
   }
 }
 

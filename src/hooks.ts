@@ -1,7 +1,7 @@
 /**
  * The one place that calls the handler's reply hooks: the default when a hook is missing, the
- * check that what came back is a reply, sync or async, and handleException. A hook that answers
- * at once is answered at once (no promise, no microtask per command); only a promise is awaited.
+ * check that what came back is a reply, sync or async, and handleException; and andThen, where
+ * every command goes on after its hook.
  */
 import type { Handler, MaybePromise } from './handler.js';
 import { Reply, normalizeReply } from './replies.js';
@@ -27,6 +27,16 @@ export class SMTPError extends Error {
 
 export function isThenable<T>(value: MaybePromise<T>): value is Promise<T> {
   return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
+
+/**
+ * `next(value)` once the value is there: the one place where a command goes on after a hook.
+ * A hook that answered at once, or a missing one, could go on in the same tick; bench/hook-paths.js
+ * found no gain from that beyond its noise (docs/performance.md), so every command goes on in a
+ * microtask, the same way whether the handler is sync or async.
+ */
+export function andThen<T, R>(value: MaybePromise<T>, next: (value: T) => R): Promise<Awaited<R>> {
+  return Promise.resolve(value).then(next) as Promise<Awaited<R>>;
 }
 
 /** A final reply from a hook: a well-formed reply that is not 3xx (only the engine sends 354, 334). */

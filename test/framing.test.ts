@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BARE_LF, CommandFramer, DataReader, LINE_TOO_LONG, type FramedLine } from '../src/framing.js';
+import { BARE_LF, Body, CommandFramer, DataReader, LINE_TOO_LONG, type FramedLine } from '../src/framing.js';
 import { Rng } from './rng.js';
 import { randomChunks, referenceBody, referenceLines, type RefLine } from './attack-util.js';
 
@@ -337,4 +337,82 @@ test('CommandFramer property: any chunking gives the reference lines; buffered s
     if (ref.pending.length <= maxLine) assert.deepEqual(Buffer.from(rest), ref.pending, label);
     else assert.ok(rest.length <= maxLine, label);
   }
+});
+
+/** Bytes moved by Buffer#copy and Buffer.concat while `run` runs. */
+function bytesCopied(run: () => void): number {
+  let moved = 0;
+  const copy = Buffer.prototype.copy;
+  const concat = Buffer.concat;
+  Buffer.prototype.copy = function (this: Buffer, ...args: Parameters<Buffer['copy']>): number {
+    const n = copy.apply(this, args);
+    moved += n;
+    return n;
+  };
+  Buffer.concat = (list: readonly Uint8Array[], total?: number) => {
+    const out = concat(list, total);
+    moved += out.length;
+    return out;
+  };
+  try {
+    run();
+  } finally {
+    Buffer.prototype.copy = copy;
+    Buffer.concat = concat;
+  }
+  return moved;
+}
+
+/**
+ * Feeds `input` to a DataReader in 64 KiB reads, each with its own ArrayBuffer as a socket gives
+ * them, and takes the body: what it holds and how many bytes were copied to get it.
+ */
+function readCounted(input: Buffer): { content: Buffer; copied: number } {
+  const reads: Buffer[] = [];
+  for (let off = 0; off < input.length; off += 65_536) reads.push(Buffer.from(input.subarray(off, off + 65_536)));
+  const reader = new DataReader({ sizeLimit: 0 });
+  let content: Buffer = Buffer.alloc(0);
+  const copied = bytesCopied(() => {
+    for (const r of reads) reader.push(r);
+    content = reader.content();
+  });
+  return { content, copied };
+}
+
+test('DataReader: an ordinary body is copied once per byte, a body that is most of one read not at all', () => {
+  const line = 'y'.repeat(76) + '\r\n';
+  const text = line.repeat(Math.ceil((2 << 20) / line.length));
+  const { content, copied } = readCounted(b(text + '.\r\n'));
+  assert.equal(content.length, text.length);
+  assert.ok(content.equals(b(text)));
+  // The last read holds only the tail of the body, too small to keep as a view: it is staged.
+  assert.ok(copied >= content.length && copied < content.length + 65_536, `${copied} bytes copied for ${content.length}`);
+
+  const one = new DataReader({ sizeLimit: 0 });
+  const read = Buffer.from(line.repeat(500) + '.\r\n');
+  assert.equal(
+    bytesCopied(() => {
+      one.push(read);
+      one.content();
+    }),
+    0,
+  );
+  assert.equal(one.content().toString(), line.repeat(500));
+});
+
+test('DataReader: a dot-stuffed body stays correct, within two copies per byte and few pieces', () => {
+  // Every line stuffed: one small segment per line, which is staged rather than kept as a view.
+  const text = '..dot line\r\n'.repeat(50_000);
+  const { content, copied } = readCounted(b(text + '.\r\n'));
+  assert.ok(content.equals(referenceBody(b(text + '.\r\n')).content));
+  assert.ok(copied <= 2 * content.length, `${copied} bytes copied for ${content.length}`);
+});
+
+test('Body: a small part of a large read is copied, so the read is not kept alive by it', () => {
+  const read = Buffer.from('BDAT 5\r\nhello' + 'NOOP\r\n'.repeat(5000));
+  const body = new Body(0);
+  body.add(read.subarray(8, 13));
+  const content = body.content();
+  assert.equal(content.toString(), 'hello');
+  assert.notEqual(content.buffer, read.buffer);
 });

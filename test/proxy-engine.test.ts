@@ -1,5 +1,5 @@
 /**
- * The PROXY protocol in the engine (engine.ts with proxyProtocolTimeout), over real sockets: the
+ * The PROXY protocol in the engine (connection.ts with proxyProtocolTimeout), over real sockets: the
  * header must come first and within the timeout, session.peer becomes the client the proxy
  * speaks for, session.proxyData keeps the header, handlePROXY accepts or refuses, and a bad,
  * slow, truncated, oversized or fuzzed header closes that connection only, ungreeted.

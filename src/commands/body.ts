@@ -7,7 +7,7 @@ import { BodyStream } from '../body-stream.js';
 import type { EngineContext, ReadBody } from '../context.js';
 import { Body } from '../framing.js';
 import type { MaybePromise } from '../handler.js';
-import { isThenable } from '../hooks.js';
+import { andThen } from '../hooks.js';
 import { DEFAULTS } from '../options.js';
 import { Reply } from '../replies.js';
 import { formatPeer, type Envelope } from '../session.js';
@@ -60,9 +60,7 @@ function endOfData(ctx: EngineContext, body: ReadBody): void | Promise<void> {
   }
   // server.envelope stays the hook's envelope until the reply; commands wait meanwhile.
   ctx.bdat = null;
-  const pending = deliver(ctx, env, body.content);
-  if (pending === undefined) return ctx.resetTransaction();
-  return pending.then(() => ctx.resetTransaction());
+  return andThen(deliver(ctx, env, body.content), () => ctx.resetTransaction());
 }
 
 /**
@@ -121,9 +119,7 @@ function endOfChunk(ctx: EngineContext, body: Body, size: number, last: boolean)
   }
   if (!last) return ctx.reply(`250 2.0.0 ${size} octets received`);
   ctx.bdat = null;
-  const pending = deliver(ctx, env, body.content());
-  if (pending === undefined) return ctx.resetTransaction();
-  return pending.then(() => ctx.resetTransaction());
+  return andThen(deliver(ctx, env, body.content()), () => ctx.resetTransaction());
 }
 
 /** Hands a complete message to the handler and sends its reply (LMTP: one per recipient). */
@@ -142,8 +138,7 @@ function deliver(ctx: EngineContext, env: Envelope, content: Buffer): void | Pro
     const perRecipient = h.handleDATA === undefined && h.handleDeliver !== undefined;
     replies = perRecipient ? deliverEach(ctx, env) : dataReplies(ctx, env, h.handleDATA ? () => h.handleDATA!(ctx.server, ctx.session, env) : undefined);
   }
-  if (Array.isArray(replies)) return delivered(ctx, replies);
-  return replies.then((list) => delivered(ctx, list));
+  return andThen(replies, (list) => delivered(ctx, list));
 }
 
 function delivered(ctx: EngineContext, replies: string[]): void {
@@ -179,11 +174,11 @@ function dataReplies(
         return v[0]!;
       };
       const r = call();
-      return isThenable(r) ? r.then(pick) : pick(r);
+      return andThen(r, pick);
     }
     if (h.processMessage) {
       const r = h.processMessage(formatPeer(ctx.session.peer), env.mailFrom ?? '', env.rcptTos, env.content!);
-      return isThenable(r) ? r.then((v) => v ?? Reply.DATA_OK) : (r ?? Reply.DATA_OK);
+      return andThen(r, (v) => v ?? Reply.DATA_OK);
     }
     return Reply.DATA_OK;
   });
@@ -193,7 +188,7 @@ function dataReplies(
     const replies = list.map((r) => ctx.replyOf(() => r));
     return replies.every((r) => typeof r === 'string') ? (replies as string[]) : Promise.all(replies);
   };
-  return typeof first === 'string' ? each(first) : first.then(each);
+  return andThen(first, each);
 }
 
 /** handleDeliver once per recipient, each failure its own. */

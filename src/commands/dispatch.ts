@@ -12,6 +12,14 @@ import { Reply, tooManyCalls } from '../replies.js';
 
 const FORBIDDEN_COMMANDS = ['CONNECT', 'GET', 'POST'];
 
+/**
+ * Verbs this table lacks that still pass the gates, to answer 500 as before the command table:
+ * the greeting of the other protocol (EHLO or HELO to LMTP, LHLO to SMTP) tells the client it
+ * speaks the wrong protocol, not that it must start TLS or authenticate first.
+ */
+const UNKNOWN_BEFORE_STARTTLS = new Set(['NOOP', 'EHLO', 'LHLO', 'STARTTLS', 'QUIT', 'XCLIENT']);
+const UNKNOWN_BEFORE_AUTH = new Set(['AUTH', 'EHLO', 'LHLO', 'HELO', 'NOOP', 'RSET', 'QUIT', 'STARTTLS', 'HELP', 'XCLIENT']);
+
 /** What a built-in command may say beyond the public Command. */
 export interface BuiltinCommand extends Command<EngineContext> {
   /** Its argument tells where the next input ends (BDAT): a line too long to trust closes. */
@@ -57,11 +65,12 @@ export function runLine(ctx: EngineContext, framed: FramedLine): void | Promise<
     return ctx.reply(Reply.LINE_TOO_LONG);
   }
   if (!ctx.spendCall(verb)) return ctx.shutdown(tooManyCalls(verb));
-  // The gates come first: before STARTTLS/AUTH an unknown verb is refused like any other.
+  // The gates come first: before STARTTLS/AUTH an unknown verb is refused like any other
+  // (but for the few above).
   let refusal: string | null = null;
-  if (ctx.options.requireStartTLS && ctx.session.tls === null && command?.allowedBeforeStartTLS !== true) {
+  if (ctx.options.requireStartTLS && ctx.session.tls === null && !(command?.allowedBeforeStartTLS ?? UNKNOWN_BEFORE_STARTTLS.has(verb))) {
     refusal = Reply.NEED_STARTTLS;
-  } else if (ctx.options.authRequired && !ctx.session.authenticated && command?.allowedBeforeAuth !== true) {
+  } else if (ctx.options.authRequired && !ctx.session.authenticated && !(command?.allowedBeforeAuth ?? UNKNOWN_BEFORE_AUTH.has(verb))) {
     refusal = Reply.NEED_AUTH;
   }
   if (command === undefined || (refusal === null && !available(ctx, command))) {

@@ -1,4 +1,5 @@
 /** The commands of no group: NOOP, QUIT, VRFY, EXPN, HELP. */
+import { andThen } from '../hooks.js';
 import { Reply } from '../replies.js';
 import { unknownHelpTopic } from '../replies.js';
 import { helpVerbs, type BuiltinCommand } from './dispatch.js';
@@ -13,9 +14,7 @@ export const NOOP: BuiltinCommand = {
   allowedBeforeStartTLS: true,
   allowedBeforeAuth: true,
   run(ctx, arg) {
-    const reply = ctx.hook('handleNOOP', [arg], Reply.NOOP_OK);
-    if (typeof reply === 'string') return ctx.reply(reply);
-    return reply.then((text) => ctx.reply(text));
+    return andThen(ctx.hook('handleNOOP', [arg], Reply.NOOP_OK), (text) => ctx.reply(text));
   },
 };
 

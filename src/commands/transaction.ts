@@ -1,6 +1,7 @@
 /** The envelope of a mail transaction (RFC 5321 §3.3): MAIL, RCPT and RSET. */
 import type { EngineContext } from '../context.js';
 import { DsnError, isDsnKeyword, parseMailDsn, parseRcptDsn, type DsnParam } from '../dsn.js';
+import { andThen } from '../hooks.js';
 import { DEFAULTS } from '../options.js';
 import { afterKeyword, parseParams, parsePath, parseSize, type EsmtpParam } from '../parse.js';
 import { Reply } from '../replies.js';
@@ -126,8 +127,7 @@ function mail(ctx: EngineContext, arg: string): void | Promise<void> {
   if (!options.smtputf8 && !isAsciiString(address)) return ctx.reply(Reply.NEED_UTF8);
   const env = ctx.envelope;
   const reply = ctx.hook('handleMAIL', [address, options], Reply.MAIL_OK, MAIL_ENHANCED);
-  if (typeof reply === 'string') return mailAnswered(ctx, env, address, options, params, reply);
-  return reply.then((text) => mailAnswered(ctx, env, address, options, params, text));
+  return andThen(reply, (text) => mailAnswered(ctx, env, address, options, params, text));
 }
 
 function mailAnswered(ctx: EngineContext, env: Envelope, address: string, options: MailOptions, params: EsmtpParam[], reply: string): void {
@@ -158,8 +158,7 @@ function rcpt(ctx: EngineContext, arg: string): void | Promise<void> {
   }
   const before = env.rcptTos.length;
   const reply = ctx.hook('handleRCPT', [address, options], Reply.RCPT_OK, RCPT_ENHANCED);
-  if (typeof reply === 'string') return rcptAnswered(ctx, env, address, options, before, reply);
-  return reply.then((text) => rcptAnswered(ctx, env, address, options, before, text));
+  return andThen(reply, (text) => rcptAnswered(ctx, env, address, options, before, text));
 }
 
 function rcptAnswered(ctx: EngineContext, env: Envelope, address: string, options: RcptOptions, before: number, reply: string): void {
@@ -174,9 +173,7 @@ function rcptAnswered(ctx: EngineContext, env: Envelope, address: string, option
 function rset(ctx: EngineContext, arg: string): void | Promise<void> {
   if (arg !== '') return ctx.reply(Reply.RSET_SYNTAX);
   ctx.resetTransaction();
-  const reply = ctx.hook('handleRSET', [], Reply.RSET_OK);
-  if (typeof reply === 'string') return ctx.reply(reply);
-  return reply.then((text) => ctx.reply(text));
+  return andThen(ctx.hook('handleRSET', [], Reply.RSET_OK), (text) => ctx.reply(text));
 }
 
 export const MAIL: BuiltinCommand = {
