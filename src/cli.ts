@@ -7,7 +7,7 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { stat, unlink, writeFile } from 'node:fs/promises';
 import { isIP, isIPv6 } from 'node:net';
-import { lookup } from 'node:dns/promises';
+import { Resolver, lookup } from 'node:dns/promises';
 import { availableParallelism } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { pathToFileURL } from 'node:url';
@@ -22,6 +22,7 @@ import { htpasswdAuthenticator, loadHtpasswd } from './htpasswd.js';
 import { VERSION } from './version.js';
 import { runPrimary, type ListeningMessage } from './workers.js';
 import { Capture } from './capture/capture.js';
+import { withAuthResults, type AuthResultsOptions } from './authres/index.js';
 import {
   CAPTURE_HELP,
   CAPTURE_OPTION_NAMES,
@@ -33,7 +34,7 @@ import {
   type CaptureCliOptions,
 } from './capture/cli.js';
 
-const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--xforward-allow ADDRS] [--dsn] [--offer-requiretls] [--accept-unknown-parameters] [--data-line-limit N] [--workers N] [--shutdown-timeout S] [capture options] [classargs ...]`;
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--xforward-allow ADDRS] [--dsn] [--offer-requiretls] [--accept-unknown-parameters] [--auth-results[=ID]] [--auth-results-dns SERVERS] [--data-line-limit N] [--workers N] [--shutdown-timeout S] [capture options] [classargs ...]`;
 
 const HELP = `${USAGE}
 
@@ -86,6 +87,12 @@ options:
   --accept-unknown-parameters
                         Give MAIL/RCPT parameters the server does not know to the handler
                         (mailOptions.unknown) instead of answering 555.
+  --auth-results[=ID]   Check SPF, DKIM, DMARC and ARC for each message and put one
+                        Authentication-Results header (RFC 8601) in front, with authserv-id ID
+                        (default: the server's hostname); forged ones naming ID are removed.
+  --auth-results-dns SERVERS
+                        DNS servers those checks ask (IP or IP:PORT, comma-separated);
+                        default: the system's resolver.
   --workers N           Serve from N processes (node:cluster) on the same listeners; 'auto' is one
                         per core. A worker that dies is restarted. Default: 1.
   --shutdown-timeout S  On SIGTERM/SIGINT, seconds open transactions may take to finish before
@@ -119,6 +126,10 @@ interface Args {
   dsn: boolean;
   offerRequireTLS: boolean;
   acceptUnknownParameters: boolean;
+  /** --auth-results: '' for the server's hostname as authserv-id; null: off. */
+  authResults: string | null;
+  /** --auth-results-dns: the DNS servers its checks ask; empty: the system's. */
+  authResultsDns: string[];
   smtpscert: string | null;
   smtpskey: string | null;
   workers: number;
@@ -247,6 +258,25 @@ const OPTIONS: OptionSpec[] = [
   { long: 'dsn', value: 'none', apply: (a) => void (a.dsn = true) },
   { long: 'offer-requiretls', value: 'none', apply: (a) => void (a.offerRequireTLS = true) },
   { long: 'accept-unknown-parameters', value: 'none', apply: (a) => void (a.acceptUnknownParameters = true) },
+  {
+    long: 'auth-results',
+    value: 'inline',
+    apply: (a, v) => {
+      // RFC 8601 §2.5: the authserv-id is a domain name (a value token); white space or ';' would break the header.
+      if (v !== undefined && !/^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(v)) throw new CliError(`expected a domain name as authserv-id, got '${v}'`);
+      a.authResults = v ?? '';
+    },
+  },
+  {
+    long: 'auth-results-dns',
+    value: 'required',
+    apply: (a, v) => {
+      for (const entry of v!.split(',')) {
+        if (!isDnsServer(entry)) throw new CliError(`expected IP or IP:PORT ([IPv6]:PORT) DNS servers, comma-separated, got '${entry}'`);
+        a.authResultsDns.push(entry);
+      }
+    },
+  },
   { long: 'smtpscert', value: 'required', apply: (a, v) => void (a.smtpscert = v!) },
   { long: 'smtpskey', value: 'required', apply: (a, v) => void (a.smtpskey = v!) },
   {
@@ -333,6 +363,8 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     dsn: false,
     offerRequireTLS: false,
     acceptUnknownParameters: false,
+    authResults: null,
+    authResultsDns: [],
     smtpscert: null,
     smtpskey: null,
     workers: 1,
@@ -532,6 +564,23 @@ function keepYoungGenerationSmall(): void {
   if (!/semi[-_]space/.test(given)) setFlagsFromString('--semi-space-growth-factor=1');
 }
 
+/** An IP address, or IP:PORT / [IPv6]:PORT, as Resolver.setServers takes them. */
+function isDnsServer(entry: string): boolean {
+  if (isIP(entry) !== 0) return true;
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):([0-9]{1,5})$/.exec(entry);
+  if (m === null || Number(m[3]) > 65535) return false;
+  return m[1] !== undefined ? isIPv6(m[1]) : isIP(m[2]!) === 4;
+}
+
+/** --auth-results[=ID] [--auth-results-dns SERVERS]: withAuthResults with our own resolver when servers are given. */
+function authResultsOptions(id: string, servers: string[]): AuthResultsOptions {
+  const options: AuthResultsOptions = id === '' ? {} : { authservId: id };
+  if (servers.length === 0) return options;
+  const resolver = new Resolver({ timeout: 2000, tries: 2 });
+  resolver.setServers(servers);
+  return { ...options, resolver: (name, rrtype) => resolver.resolve(name, rrtype) as Promise<string[][] | string[]> };
+}
+
 async function main(argv: string[]): Promise<number> {
   keepYoungGenerationSmall();
   let args: ReturnType<typeof parseArgs>;
@@ -552,6 +601,7 @@ async function main(argv: string[]): Promise<number> {
     if (args.unix !== null) await checkUnixDirectory(args.unix);
     if (args.unix === null || args.listen) await checkListenHost(args.host);
     handler = makeHandler(await loadHandlerClass(args.classpath), args.classargs);
+    if (args.authResultsDns.length > 0 && args.authResults === null) throw new CliError('argument --auth-results-dns: needs --auth-results');
     // A handler with setup to do (Mailbox creates its Maildir, as aiosmtpd's does at start)
     // does it now, so a bad path is an error at start, not at the first message.
     const init = (handler as { init?: () => unknown }).init;
@@ -571,6 +621,7 @@ async function main(argv: string[]): Promise<number> {
       }
       throw new CliError(`handler setup failed: ${why}`);
     }
+    if (args.authResults !== null) handler = withAuthResults(handler, authResultsOptions(args.authResults, args.authResultsDns));
     starttls = readPair(args.tlscert, args.tlskey, '--tlscert and --tlskey');
     smtps = readPair(args.smtpscert, args.smtpskey, '--smtpscert and --smtpskey');
     if (args.authFile !== null) {

@@ -148,7 +148,8 @@ describe('tsmtpd-jetstream-worker, the command', { timeout: 60_000 }, () => {
       assert.match((await transaction(c, 'a@example.com', ['cli@example.net'], 'Subject: cli\r\n\r\nby the bin\r\n'))[0]!, /^250 /);
       c.close();
       await until('the file in new/', async () => (await readdir(join(dir, 'new')).catch(() => [])).length === 1);
-      assert.match(stderr, /delivered [0-9a-f]+ to cli@example\.net/);
+      // The file can be in new/ before the worker's log line has come through the pipe.
+      await until('the delivery logged', async () => /delivered [0-9a-f]+ to cli@example\.net/.test(stderr));
       child.kill('SIGTERM');
       assert.equal(await exited, 0);
     } finally {
