@@ -54,3 +54,8 @@ export function stderrLogger(level: number, format: LogFormat): Logger {
     error: (message, error) => write({ level: 'error', text: message, error }),
   };
 }
+
+/** A line the CLI always prints (the start line, reloads): as it is, or as a JSON record. */
+export function notice(format: LogFormat, text: string, level: LogRecord['level'] = 'info'): void {
+  process.stderr.write(`${format === 'json' ? jsonLine({ level, text }, new Date()) : text}\n`);
+}

@@ -16,7 +16,7 @@ import { setFlagsFromString } from 'node:v8';
 import { Controller, UnixSocketController, checkSocketPath } from './controller.js';
 import { UsageError, type Handler, type HandlerClass } from './handler.js';
 import { Mailbox, builtinHandlers } from './handlers/index.js';
-import { LOG_FORMATS, stderrLogger, type LogFormat } from './cli-log.js';
+import { LOG_FORMATS, notice, stderrLogger, type LogFormat } from './cli-log.js';
 import type { Authenticator } from './auth.js';
 import { htpasswdAuthenticator, loadHtpasswd } from './htpasswd.js';
 import { VERSION } from './version.js';
@@ -634,7 +634,7 @@ async function main(argv: string[]): Promise<number> {
   if (cluster.isWorker) {
     process.send?.({ tsmtpd: 'listening', where } satisfies ListeningMessage);
   } else {
-    process.stderr.write(`tsmtpd ${VERSION} (${what}) listening on ${where} (handler ${args.classpath})\n`);
+    notice(args.logFormat, `tsmtpd ${VERSION} (${what}) listening on ${where} (handler ${args.classpath})`);
   }
 
   // SIGHUP re-reads the certificates: renewed ones take effect without a restart.
@@ -645,9 +645,9 @@ async function main(argv: string[]): Promise<number> {
         tls: readPair(args.smtpscert, args.smtpskey, '--smtpscert and --smtpskey'),
       };
       for (const e of started) e.controller.reloadTLS(fresh);
-      process.stderr.write('tsmtpd: certificates reloaded\n');
+      notice(args.logFormat, 'tsmtpd: certificates reloaded');
     } catch (error) {
-      process.stderr.write(`tsmtpd: certificate reload failed, keeping the old ones: ${(error as Error).message}\n`);
+      notice(args.logFormat, `tsmtpd: certificate reload failed, keeping the old ones: ${(error as Error).message}`, 'warn');
     }
   });
   await new Promise<void>((resolve) => {
