@@ -103,9 +103,9 @@ export class Connection implements EngineContext, Idler {
   #stream: BodyState['stream'] = null;
   #envelope: Envelope | null = null;
   readonly #logger: Logger;
-  readonly #debugLogging: boolean;
+  #debugLogging: boolean;
   /** -dd: body sizes, TLS parameters, hook timings. */
-  readonly #detailLogging: boolean;
+  #detailLogging: boolean;
   readonly #id = nextConnectionId();
   #socket: Socket | null = null;
   readonly #framer: CommandFramer;
@@ -170,6 +170,11 @@ export class Connection implements EngineContext, Idler {
 
   get session(): Session {
     return this.#session;
+  }
+
+  /** A connection that is no client (the controller's readiness probe): keep it out of the log. */
+  unlogged(): void {
+    this.#debugLogging = this.#detailLogging = false;
   }
 
   /** The transaction in progress; made when first asked for, so an idle connection has none. */

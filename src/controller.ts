@@ -10,11 +10,11 @@ import { chmod, lstat, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Handler } from './handler.js';
 import { LMTP } from './lmtp.js';
-import { INTERNAL, type Logger, type SMTPOptions } from './options.js';
+import { INTERNAL, type SMTPOptions } from './options.js';
 import { emit } from './log.js';
 import { Reply } from './replies.js';
 import type { SMTPServer } from './handler.js';
-import { ATTACH, SMTP } from './smtp.js';
+import { ATTACH, SMTP, UNLOGGED } from './smtp.js';
 import { commandTable } from './commands/table.js';
 import { allowListOf } from './xclient.js';
 
@@ -177,16 +177,6 @@ abstract class BaseController implements AsyncDisposable {
     return true;
   }
 
-  /** The probe's engine: the conversation and connect lines stay out of the log (it is not a client). */
-  #probeEngine(): SMTP {
-    const Engine = this.baseOptions.lmtp === true ? LMTP : SMTP;
-    const options = this.engineOptions();
-    const logger = options.logger;
-    if (logger === undefined) return new Engine(this.handler, options);
-    const quiet: Logger = Object.assign(Object.create(logger) as Logger, { debugEnabled: false });
-    return new Engine(this.handler, { ...options, logger: quiet });
-  }
-
   /** One options object that every connection's engine shares (rebuilt when certificates change). */
   private sharedOptions: SMTPOptions | null = null;
   private engineOptions(): SMTPOptions {
@@ -244,7 +234,8 @@ abstract class BaseController implements AsyncDisposable {
         setTimeout(() => socket.destroy(), 1000).unref();
         return;
       }
-      const smtp = this.#isProbe(socket) ? this.#probeEngine() : this.factory();
+      const smtp = this.factory();
+      if (this.#isProbe(socket)) smtp[UNLOGGED]();
       this.connections.add(smtp);
       if (smtp.serve === SMTP.prototype.serve) return smtp[ATTACH](socket, released);
       // An engine class with its own serve() runs it, at a promise and a closure per connection.
