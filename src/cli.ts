@@ -16,7 +16,7 @@ import { setFlagsFromString } from 'node:v8';
 import { Controller, UnixSocketController, checkSocketPath } from './controller.js';
 import { UsageError, type Handler, type HandlerClass } from './handler.js';
 import { Mailbox, builtinHandlers } from './handlers/index.js';
-import type { Logger } from './options.js';
+import { LOG_FORMATS, notice, stderrLogger, type LogFormat } from './cli-log.js';
 import type { Authenticator } from './auth.js';
 import { htpasswdAuthenticator, loadHtpasswd } from './htpasswd.js';
 import { VERSION } from './version.js';
@@ -34,7 +34,7 @@ import {
   type CaptureCliOptions,
 } from './capture/cli.js';
 
-const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--xforward-allow ADDRS] [--dsn] [--offer-requiretls] [--accept-unknown-parameters] [--auth-results[=ID]] [--auth-results-dns SERVERS] [--data-line-limit N] [--workers N] [--shutdown-timeout S] [capture options] [classargs ...]`;
+const USAGE = `usage: tsmtpd [-h] [-v] [-n] [-c CLASSPATH] [-s SIZE] [-u] [-d] [--log-format FORMAT] [-l [HOST:PORT]] [--tlscert TLSCERT] [--tlskey TLSKEY] [--no-requiretls] [--smtpscert SMTPSCERT] [--smtpskey SMTPSKEY] [--auth-file PATH] [--auth-required] [--lmtp] [--unix PATH] [--unix-mode MODE] [--proxy-protocol[=SECONDS]] [--xclient-allow ADDRS] [--xforward-allow ADDRS] [--dsn] [--offer-requiretls] [--accept-unknown-parameters] [--auth-results[=ID]] [--auth-results-dns SERVERS] [--data-line-limit N] [--workers N] [--shutdown-timeout S] [capture options] [classargs ...]`;
 
 const HELP = `${USAGE}
 
@@ -58,7 +58,10 @@ options:
   --data-line-limit N   Longest DATA text line in octets with its CRLF; a longer one gets
                         500 5.5.2 after the body (BDAT is exempt). 0 means none. Default: 1001.
   -u, --smtputf8        Enable the SMTPUTF8 extension (RFC 6531).
-  -d, --debug           Log connections on stderr; -dd also logs every command line (AUTH masked).
+  -d, --debug           Log each connection's conversation on stderr, both directions, with a
+                        connection id and a timestamp (AUTH masked, bodies not logged); -dd
+                        also body sizes, TLS parameters and hook timings.
+  --log-format FORMAT   text (the default) or json: one JSON object a line, for log shippers.
   --lmtp                Speak LMTP (RFC 2033) instead of SMTP.
   --unix PATH           Listen on a Unix socket at PATH (instead of TCP, unless -l is given too).
   --unix-mode MODE      File mode of the Unix socket, in octal (e.g. 660).
@@ -113,6 +116,7 @@ interface Args {
   dataLineLimit: number;
   smtputf8: boolean;
   debug: number;
+  logFormat: LogFormat;
   host: string;
   port: number;
   /** -l was given: listen on TCP even with --unix. */
@@ -226,6 +230,14 @@ const OPTIONS: OptionSpec[] = [
   },
   { short: 'u', long: 'smtputf8', value: 'none', apply: (a) => void (a.smtputf8 = true) },
   { short: 'd', long: 'debug', value: 'none', apply: (a) => void a.debug++ },
+  {
+    long: 'log-format',
+    value: 'required',
+    apply: (a, v) => {
+      if (!(LOG_FORMATS as readonly string[]).includes(v!)) throw new CliError(`expected one of ${LOG_FORMATS.join(', ')}, got '${v}'`);
+      a.logFormat = v as LogFormat;
+    },
+  },
   {
     short: 'l',
     long: 'listen',
@@ -351,6 +363,7 @@ function parseArgs(argv: string[]): Args | 'help' | 'version' {
     dataLineLimit: 1001,
     smtputf8: false,
     debug: 0,
+    logFormat: 'text',
     host: 'localhost',
     port: DEFAULT_PORT,
     listen: false,
@@ -497,17 +510,6 @@ async function checkListenHost(host: string): Promise<void> {
   } catch {
     throw new CliError(`argument -l/--listen: cannot resolve host '${host}'`);
   }
-}
-
-function stderrLogger(level: number): Logger {
-  const write = (text: string) => process.stderr.write(`tsmtpd: ${text}\n`);
-  return {
-    debugEnabled: level >= 1,
-    debug: level >= 2 ? write : () => {},
-    info: level >= 1 ? write : () => {},
-    warn: write,
-    error: (message, error) => write(`${message}${error instanceof Error ? `: ${error.stack ?? error.message}` : ''}`),
-  };
 }
 
 /** The group nobody runs in: Debian's nogroup, else nobody. */
@@ -686,7 +688,7 @@ async function main(argv: string[]): Promise<number> {
     return runPrimary(args.workers, (text) => process.stderr.write(`tsmtpd: ${text}\n`));
   }
 
-  const logger = stderrLogger(args.debug);
+  const logger = stderrLogger(args.debug, args.logFormat);
   const common = {
     dataSizeLimit: args.size,
     dataLineLimit: args.dataLineLimit,
@@ -761,8 +763,8 @@ async function main(argv: string[]): Promise<number> {
   if (cluster.isWorker) {
     process.send?.({ tsmtpd: 'listening', where } satisfies ListeningMessage);
   } else {
-    process.stderr.write(`tsmtpd ${VERSION} (${what}) listening on ${where} (handler ${args.classpath})\n`);
-    if (captureHttp !== null) process.stderr.write(`tsmtpd: web UI and API on ${captureHttp.url}\n`);
+    notice(args.logFormat, `tsmtpd ${VERSION} (${what}) listening on ${where} (handler ${args.classpath})`);
+    if (captureHttp !== null) notice(args.logFormat, `tsmtpd: web UI and API on ${captureHttp.url}`);
   }
 
   // SIGHUP re-reads the certificates: renewed ones take effect without a restart.
@@ -773,9 +775,9 @@ async function main(argv: string[]): Promise<number> {
         tls: readPair(args.smtpscert, args.smtpskey, '--smtpscert and --smtpskey'),
       };
       for (const e of started) e.controller.reloadTLS(fresh);
-      process.stderr.write('tsmtpd: certificates reloaded\n');
+      notice(args.logFormat, 'tsmtpd: certificates reloaded');
     } catch (error) {
-      process.stderr.write(`tsmtpd: certificate reload failed, keeping the old ones: ${(error as Error).message}\n`);
+      notice(args.logFormat, `tsmtpd: certificate reload failed, keeping the old ones: ${(error as Error).message}`, 'warn');
     }
   });
   await new Promise<void>((resolve) => {

@@ -18,7 +18,8 @@ import { isIPv6, type Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import { ChunkReader, CommandFramer, DataReader, type Body, type FramedLine } from './framing.js';
 import { LineLengthWatch } from './line-limit.js';
-import { DEFAULTS, INTERNAL, type Logger, type SMTPOptions } from './options.js';
+import { DEFAULTS, INTERNAL, type Logger, type LogRecord, type SMTPOptions } from './options.js';
+import { emit, nextConnectionId } from './log.js';
 import { secureContextOf, tlsInfo } from './tls-info.js';
 import { upgradeAfterPreface, upgradeSocket } from './tls-upgrade.js';
 import type { Handler, MaybePromise, SMTPServer } from './handler.js';
@@ -105,7 +106,10 @@ export class Connection implements EngineContext, Idler {
   #stream: BodyState['stream'] = null;
   #envelope: Envelope | null = null;
   readonly #logger: Logger;
-  readonly #debugLogging: boolean;
+  #debugLogging: boolean;
+  /** -dd: body sizes, TLS parameters, hook timings. */
+  #detailLogging: boolean;
+  readonly #id = nextConnectionId();
   #socket: Socket | null = null;
   readonly #framer: CommandFramer;
   #mode: Mode = Mode.Command;
@@ -171,6 +175,7 @@ export class Connection implements EngineContext, Idler {
     this.#logger = options.logger ?? silentLogger;
     // Formatting a debug line per command costs, even for a logger that drops it.
     this.#debugLogging = this.#logger.debugEnabled !== false;
+    this.#detailLogging = this.#debugLogging && this.#logger.detailEnabled === true;
     const base = options.commandSizeLimit ?? DEFAULTS.commandSizeLimit;
     this.#framer = new CommandFramer(Math.max(base, LONGEST_LINE));
     this.#stress = options[INTERNAL]?.stress ?? null;
@@ -190,6 +195,11 @@ export class Connection implements EngineContext, Idler {
 
   get session(): Session {
     return this.#session;
+  }
+
+  /** A connection that is no client (the controller's readiness probe): keep it out of the log. */
+  unlogged(): void {
+    this.#debugLogging = this.#detailLogging = false;
   }
 
   /** The transaction in progress; made when first asked for, so an idle connection has none. */
@@ -253,14 +263,17 @@ export class Connection implements EngineContext, Idler {
     this.#onClosed = closed;
     this.#session = new Session(peerOf(socket));
     this.#tcpAddress = this.#session.peer.address;
-    if (this.#debugLogging) this.#logger.info(`${formatPeer(this.#session.peer)} connected`);
+    if (this.#debugLogging) this.#log({ level: 'info', connection: this.#id, peer: formatPeer(this.#session.peer), text: 'connected' });
     socket.setNoDelay(true);
     this.#listen(socket);
     if (this.timeout > 0) idleSweep(this.timeout).add(this);
     if (this.#stressTimeout > 0) idleSweep(this.#stressTimeout, true).add(this);
     socket.on('close', onSocketClose);
     // Implicit TLS (RFC 8314): the handshake is done before the greeting.
-    if (socket instanceof TLSSocket && socket.encrypted) this.#session.tls = tlsInfo(socket);
+    if (socket instanceof TLSSocket && socket.encrypted) {
+      this.#session.tls = tlsInfo(socket);
+      if (this.#detailLogging) this.#logTLS();
+    }
     const proxyTimeout = this.options.proxyProtocolTimeout;
     if (proxyTimeout !== undefined && proxyTimeout > 0) this.#awaitProxyHeader(proxyTimeout);
     else this.#greet();
@@ -291,7 +304,7 @@ export class Connection implements EngineContext, Idler {
     this.#mode = Mode.Proxy;
     this.#proxyHeader = Buffer.alloc(0);
     const timer = setTimeout(() => {
-      this.#logger.info(`${formatPeer(this.#session.peer)} no PROXY header within ${timeout} ms`);
+      this.#event('info', `no PROXY header within ${timeout} ms`);
       this.destroy();
     }, timeout);
     this.#socket!.once('close', () => clearTimeout(timer));
@@ -309,12 +322,15 @@ export class Connection implements EngineContext, Idler {
     this.#proxyHeader = null;
     this.#mode = Mode.Command;
     if (parsed.status === 'invalid') {
-      this.#logger.info(`${formatPeer(this.#session.peer)} invalid PROXY header: ${parsed.reason}`);
+      this.#event('info', `invalid PROXY header: ${parsed.reason}`);
       return this.destroy();
     }
     const data = parsed.data;
     const real = proxiedPeer(data);
-    if (real !== null) this.#session.peer = real;
+    if (real !== null) {
+      this.#session.peer = real;
+      if (this.#debugLogging) this.#event('info', `PROXY header: the client is ${formatPeer(real)}`);
+    }
     this.#session.proxyData = data;
     const rest = buf.subarray(parsed.length);
     if (rest.length > 0) {
@@ -333,7 +349,7 @@ export class Connection implements EngineContext, Idler {
     try {
       if (h.handlePROXY !== undefined) accepted = (await h.handlePROXY(this.server, this.#session, this.envelope, data)) === true;
     } catch (error) {
-      this.#logger.error(`${formatPeer(this.#session.peer)} handlePROXY error`, error);
+      this.logError('handlePROXY error', error);
       accepted = false;
     }
     this.#busy = false;
@@ -370,14 +386,14 @@ export class Connection implements EngineContext, Idler {
 
   /** The handshake's deadline, and session.tls once it is done. */
   #handshake(secure: TLSSocket, then: (() => void) | null): void {
-    const peer = this.#session.peer;
     const timer = setTimeout(() => {
-      this.#logger.info(`${formatPeer(peer)} TLS handshake timed out`);
+      this.#event('info', 'TLS handshake timed out');
       secure.destroy();
     }, this.options.tlsHandshakeTimeout ?? DEFAULTS.tlsHandshakeTimeout);
     secure.once('secure', () => {
       clearTimeout(timer);
       this.#session.tls = tlsInfo(secure);
+      if (this.#detailLogging) this.#logTLS();
       then?.();
     });
     secure.once('close', () => clearTimeout(timer));
@@ -404,6 +420,7 @@ export class Connection implements EngineContext, Idler {
   }
 
   replaceSession(session: Session): void {
+    if (this.#debugLogging && session.peer !== this.#session.peer) this.#event('info', `the client is now ${formatPeer(session.peer)}`);
     this.#session = session;
     this.resetTransaction();
   }
@@ -421,12 +438,12 @@ export class Connection implements EngineContext, Idler {
     this.stopDataTimer();
     this.abortStream('connection lost');
     this.#lineWaiter?.(null);
-    if (this.#debugLogging) this.#logger.info(`${formatPeer(this.#session.peer)} disconnected`);
+    if (this.#debugLogging) this.#event('info', 'disconnected');
     this.#onClosed?.(this.server, this.#tcpAddress);
   }
 
   onSocketError(error: Error): void {
-    if (this.#debugLogging) this.#logger.debug(`${formatPeer(this.#session.peer)} socket error: ${error.message}`);
+    if (this.#debugLogging) this.#event('debug', `socket error: ${error.message}`);
   }
 
   /** Writes what is pending and closes. Called from a hook, it waits for the hook's reply. */
@@ -443,7 +460,7 @@ export class Connection implements EngineContext, Idler {
    * (or AUTH response) this long is not read to its end: 421, and nothing more is read.
    */
   #refuseEndlessLine(): void {
-    this.#logger.info(`${formatPeer(this.#session.peer)} command line longer than ${MAX_DISCARD} octets`);
+    this.#event('info', `command line longer than ${MAX_DISCARD} octets`);
     // A running hook's reply goes first; the socket is paused meanwhile.
     if (this.#busy && this.#lineWaiter === null) return this.shutdown(Reply.LINE_FAR_TOO_LONG);
     this.push(Reply.LINE_FAR_TOO_LONG);
@@ -505,7 +522,7 @@ export class Connection implements EngineContext, Idler {
     if (stress && !this.#stressed) return false;
     // A slow hook is not an idle client.
     if (this.#closing || (this.#busy && this.#lineWaiter === null)) return true;
-    this.#logger.info(`${formatPeer(this.#session.peer)} timed out${stress ? ' (under stress)' : ''}`);
+    this.#event('info', stress ? 'timed out (under stress)' : 'timed out');
     this.shutdown(Reply.TIMEOUT);
     return true;
   }
@@ -565,6 +582,7 @@ export class Connection implements EngineContext, Idler {
     }
     if (reader.overflowed) this.#stream?.body.overflow(this.dataSizeLimit);
     if (rest === null) return;
+    if (this.#detailLogging) this.#event('debug', `message body: ${reader.size} octets${reader.overflowed ? ' (over the size limit)' : ''}`);
     this.#reader = null;
     this.#lineWatch = null;
     this.#mode = Mode.Command;
@@ -624,7 +642,7 @@ export class Connection implements EngineContext, Idler {
   }
 
   readLine(): Promise<Buffer | null> {
-    return this.#nextLine().then((line) => {
+    return this.nextFramedLine().then((line) => {
       if (line === null || typeof line !== 'symbol') return line;
       // A malformed continuation is still a line: its text is unknown, so it reads as empty.
       return Buffer.alloc(0);
@@ -644,7 +662,13 @@ export class Connection implements EngineContext, Idler {
 
   /** For SASL: the raw framed line, so a malformed one can be told from an empty one. */
   nextFramedLine(): Promise<FramedLine | null> {
-    return this.#nextLine();
+    const next = this.#nextLine();
+    if (!this.#debugLogging) return next;
+    // A continuation line is SASL's (credentials) or a custom command's: never shown.
+    return next.then((line) => {
+      if (line !== null) this.#log({ level: 'debug', connection: this.#id, direction: 'in', text: '****' });
+      return line;
+    });
   }
 
   /** Runs every complete command (and finished body) in order; one pump at a time. */
@@ -672,7 +696,7 @@ export class Connection implements EngineContext, Idler {
       }
     } catch (error) {
       // Only a bug in the engine (or a custom command) lands here; the connection goes, the server lives on.
-      this.#logger.error('internal error', error);
+      this.logError('internal error', error);
       this.#socket?.destroy();
     } finally {
       this.#busy = false;
@@ -688,6 +712,9 @@ export class Connection implements EngineContext, Idler {
 
   push(reply: string): void {
     this.#out += reply + '\r\n';
+    if (this.#debugLogging) {
+      for (const line of reply.split('\r\n')) this.#log({ level: 'debug', connection: this.#id, direction: 'out', text: line });
+    }
   }
 
   flush(): void {
@@ -751,13 +778,26 @@ export class Connection implements EngineContext, Idler {
   // ---- hooks -----------------------------------------------------------------------------
 
   replyOf(call: () => MaybePromise<string>, enhanced = true, enhancedDefault?: string): string | Promise<string> {
+    if (this.#detailLogging) return this.#timed('handler', () => replyOf(this, call, enhanced, enhancedDefault));
     return replyOf(this, call, enhanced, enhancedDefault);
   }
 
   hook<K extends ReplyHook>(name: K, args: HookArgs<K>, fallback: string, enhancedDefault?: string): string | Promise<string> {
     const fn = this.handler[name] as ((...a: unknown[]) => MaybePromise<string>) | undefined;
     if (fn === undefined) return fallback;
-    return replyOf(this, () => fn.call(this.handler, this.server, this.#session, this.envelope, ...args), true, enhancedDefault);
+    const run = () => replyOf(this, () => fn.call(this.handler, this.server, this.#session, this.envelope, ...args), true, enhancedDefault);
+    return this.#detailLogging ? this.#timed(name, run) : run();
+  }
+
+  /** -dd: how long a hook took to answer. */
+  #timed(name: string, run: () => string | Promise<string>): string | Promise<string> {
+    const start = performance.now();
+    const done = (reply: string): string => {
+      this.#event('debug', `${name} answered in ${(performance.now() - start).toFixed(1)} ms`);
+      return reply;
+    };
+    const reply = run();
+    return typeof reply === 'string' ? done(reply) : reply.then(done);
   }
 
   exceptionReply(error: unknown): Promise<string> {
@@ -778,7 +818,7 @@ export class Connection implements EngineContext, Idler {
   }
 
   logCommand(shown: string): void {
-    if (this.#debugLogging) this.#logger.debug(`${formatPeer(this.#session.peer)} >> ${shown}`);
+    if (this.#debugLogging) this.#log({ level: 'debug', connection: this.#id, direction: 'in', text: shown });
   }
 
   get logsCommands(): boolean {
@@ -811,7 +851,7 @@ export class Connection implements EngineContext, Idler {
     if (ms <= 0 || this.#dataTimer !== null) return;
     this.#dataTimer = setTimeout(() => {
       this.#dataTimer = null;
-      this.#logger.info(`${formatPeer(this.#session.peer)} message transfer took longer than ${ms} ms`);
+      this.#event('info', `message transfer took longer than ${ms} ms`);
       this.shutdown(Reply.DATA_TIMEOUT);
     }, ms);
     this.#dataTimer.unref();
@@ -832,7 +872,21 @@ export class Connection implements EngineContext, Idler {
   }
 
   logError(message: string, error: unknown): void {
-    this.#logger.error(`${formatPeer(this.#session.peer)} ${message}`, error);
+    this.#log({ level: 'error', connection: this.#id, text: message, error });
+  }
+
+  #event(level: LogRecord['level'], text: string): void {
+    this.#log({ level, connection: this.#id, text });
+  }
+
+  #log(record: LogRecord): void {
+    emit(this.#logger, record);
+  }
+
+  #logTLS(): void {
+    const tls = this.#session.tls!;
+    const subject = tls.peerCertificate?.subject?.CN;
+    this.#event('debug', `TLS ${tls.protocol ?? '?'} ${tls.cipher?.name ?? '?'}${subject === undefined ? '' : `, client certificate CN=${subject}`}`);
   }
 }
 

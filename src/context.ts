@@ -45,8 +45,10 @@ export interface Context {
    * `enhancedDefault` is the enhanced code a reply without one gets when its class fits.
    */
   hook<K extends ReplyHook>(name: K, args: HookArgs<K>, fallback: string, enhancedDefault?: string): string | Promise<string>;
-  /** Runs any call as a hook (validated, exceptions handled). */
-  replyOf(call: () => MaybePromise<string>, enhanced?: boolean): string | Promise<string>;
+  /**
+   * Runs any call as a hook (validated, exceptions handled); `enhancedDefault` as for `hook`.
+   */
+  replyOf(call: () => MaybePromise<string>, enhanced?: boolean, enhancedDefault?: string): string | Promise<string>;
   /**
    * Reads the client's next line (a continuation: SASL, or a custom command's second line);
    * null when the connection closed. Lines are bytes without their CRLF.

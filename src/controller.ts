@@ -11,9 +11,10 @@ import { dirname, join } from 'node:path';
 import type { Handler } from './handler.js';
 import { LMTP } from './lmtp.js';
 import { INTERNAL, type SMTPOptions } from './options.js';
+import { emit } from './log.js';
 import { Reply } from './replies.js';
 import type { SMTPServer } from './handler.js';
-import { ATTACH, SMTP } from './smtp.js';
+import { ATTACH, SMTP, UNLOGGED } from './smtp.js';
 import { commandTable } from './commands/table.js';
 import { allowListOf } from './xclient.js';
 
@@ -184,6 +185,20 @@ abstract class BaseController implements AsyncDisposable {
     return new Engine(this.handler, this.engineOptions());
   }
 
+  /** The readiness probe's socket while start() waits for the greeting. */
+  #probe: net.Socket | null = null;
+
+  /**
+   * Whether an accepted socket is our own readiness probe (matched by its port; on a Unix
+   * socket, which has none, the first connection while the probe is out).
+   */
+  #isProbe(socket: net.Socket): boolean {
+    const probe = this.#probe;
+    if (probe === null || probe.localPort !== socket.remotePort || probe.localAddress !== socket.remoteAddress) return false;
+    this.#probe = null;
+    return true;
+  }
+
   /** One options object that every connection's engine shares (rebuilt when certificates change). */
   private sharedOptions: SMTPOptions | null = null;
   private engineOptions(): SMTPOptions {
@@ -243,6 +258,7 @@ abstract class BaseController implements AsyncDisposable {
         return;
       }
       const smtp = this.factory();
+      if (this.#isProbe(socket)) smtp[UNLOGGED]();
       this.connections.add(smtp);
       if (smtp.serve === SMTP.prototype.serve) return smtp[ATTACH](socket, released);
       // An engine class with its own serve() runs it, at a promise and a closure per connection.
@@ -263,7 +279,8 @@ abstract class BaseController implements AsyncDisposable {
       // A failed or stalled handshake costs that connection only.
       // Node emits this on a handshake timeout but leaves the socket open: close it.
       server.on('tlsClientError', (error, socket) => {
-        this.baseOptions.logger?.debug(`TLS handshake failed: ${error.message}`);
+        const logger = this.baseOptions.logger;
+        if (logger !== undefined && logger.debugEnabled !== false) emit(logger, { level: 'debug', text: `TLS handshake failed: ${error.message}` });
         socket.destroy();
       });
     }
@@ -281,20 +298,23 @@ abstract class BaseController implements AsyncDisposable {
   private checkGreeting(timeout: number): Promise<void> {
     return new Promise((resolve, reject) => {
       let socket: net.Socket;
+      let raw: net.Socket;
       if (this.baseOptions.tls === undefined) {
-        socket = net.connect(this.#binding!.connectOptions());
+        socket = raw = net.connect(this.#binding!.connectOptions());
       } else if (this.tlsAfterProxy !== undefined) {
         // The header in clear, then TLS: as HAProxy does.
-        const raw = net.connect(this.#binding!.connectOptions());
+        raw = net.connect(this.#binding!.connectOptions());
         raw.write(PROXY_V2_LOCAL);
         raw.on('error', () => {});
         socket = tls.connect({ socket: raw, rejectUnauthorized: false });
       } else {
-        socket = tls.connect({ ...this.#binding!.connectOptions(), rejectUnauthorized: false } as tls.ConnectionOptions);
+        socket = raw = tls.connect({ ...this.#binding!.connectOptions(), rejectUnauthorized: false } as tls.ConnectionOptions);
       }
+      this.#probe = raw;
       let got = '';
       const fail = (error: Error) => {
         clearTimeout(timer);
+        this.#probe = null;
         socket.destroy();
         reject(error);
       };
@@ -307,6 +327,7 @@ abstract class BaseController implements AsyncDisposable {
         got += text;
         if (!got.includes('\n')) return;
         clearTimeout(timer);
+        this.#probe = null;
         socket.destroy();
         if (got.startsWith('220')) resolve();
         else reject(new Error(`unexpected greeting: ${got.trim()}`));

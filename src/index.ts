@@ -1,5 +1,6 @@
 export { SMTP } from './smtp.js';
-export type { SMTPOptions, Logger } from './options.js';
+export type { SMTPOptions, Logger, LogRecord } from './options.js';
+export { formatRecord } from './log.js';
 export { SMTPError } from './hooks.js';
 export type { Command, Context, CommandOverrides, ReadBody, ReplyHook, HookArgs } from './context.js';
 export { LMTP } from './lmtp.js';

@@ -19,9 +19,31 @@ export interface InternalOptions {
   stress?: { readonly active: boolean };
 }
 
+/** One thing the engine logs (docs/logging.md). */
+export interface LogRecord {
+  level: 'debug' | 'info' | 'warn' | 'error';
+  /** The connection's id, unique in the process; absent for what concerns no connection. */
+  connection?: number;
+  /** `in`: a line the client sent; `out`: a reply line the server sent; absent: an event. */
+  direction?: 'in' | 'out';
+  /** The client (`address:port`), on the `connected` event. */
+  peer?: string;
+  /** The line or the event, secrets masked. */
+  text: string;
+  /** What was thrown, on `error` records. */
+  error?: unknown;
+}
+
 export interface Logger {
-  /** false: the engine skips building debug/info lines (they cost per command). Default true. */
+  /**
+   * false: the engine skips building the conversation (both directions, at debug level) and the
+   * connect/disconnect events (info), which cost per line. Default true.
+   */
   debugEnabled?: boolean;
+  /** true: also the details (body sizes, TLS parameters, hook timings), at debug level. Default false. */
+  detailEnabled?: boolean;
+  /** When present, every record goes here whole instead of to the methods below (JSON logs). */
+  log?(record: LogRecord): void;
   debug(message: string): void;
   info(message: string): void;
   warn(message: string): void;

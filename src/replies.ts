@@ -8,7 +8,8 @@ export const Reply = {
   OK: '250 2.0.0 OK',
   MAIL_OK: '250 2.1.0 OK',
   RCPT_OK: '250 2.1.5 OK',
-  DATA_OK: '250 2.0.0 OK',
+  /** RFC 3463 X.6.0 (media), as RFC 2034 §9's example answers a message: see docs/concepts.md. */
+  DATA_OK: '250 2.6.0 OK',
   RSET_OK: '250 2.0.0 OK',
   NOOP_OK: '250 2.0.0 OK',
   VRFY_DEFAULT: '252 2.1.5 Cannot VRFY user, but will accept message and attempt delivery',

@@ -15,6 +15,8 @@ import type { Envelope, Session } from './session.js';
 
 /** The controllers' way to serve a socket without a promise per connection (not exported from the package). */
 export const ATTACH = Symbol('tsmtpd attach');
+/** The controllers' way to keep their own readiness probe out of the log (not exported from the package). */
+export const UNLOGGED = Symbol('tsmtpd unlogged');
 
 export class SMTP implements SMTPServer {
   readonly #connection: Connection;
@@ -76,6 +78,11 @@ export class SMTP implements SMTPServer {
   /** serve() for controllers: `closed` is called once the connection is gone. */
   [ATTACH](socket: Socket, closed: (server: SMTPServer, tcpAddress: string) => void): void {
     this.#connection.attach(socket, closed);
+  }
+
+  /** Before serving: this connection's conversation and connect lines are not logged. */
+  [UNLOGGED](): void {
+    this.#connection.unlogged();
   }
 
   /** Writes what is pending and closes the connection; from a hook, after the hook's reply. */

@@ -97,7 +97,7 @@ for (const mode of MODES) {
     assert.deepEqual((await expect(c, 'RCPT TO:<ok2@b.org>', 250)).lines, ['250 2.1.5 rcpt ok']);
     await expect(c, 'DATA', 354);
     c.send('Subject: hi\r\n\r\nbody\r\n.\r\n');
-    assert.deepEqual((await c.reply()).lines, ['250 2.0.0 Accepted']);
+    assert.deepEqual((await c.reply()).lines, ['250 2.6.0 Accepted']);
     assert.deepEqual(dataEnvelope, {
       mailFrom: 'a@b.org',
       rcptTos: ['ok@a.org', 'ok2@b.org'],
@@ -447,7 +447,7 @@ test('a handler reply without an enhanced code gets the default for its command 
   }
   await expect(c, 'DATA', 354);
   c.send('x\r\n.\r\n');
-  assert.deepEqual((await c.reply()).lines, ['250 2.0.0 Accepted']);
+  assert.deepEqual((await c.reply()).lines, ['250 2.6.0 Accepted']);
   c.close();
 });
 
@@ -745,7 +745,7 @@ test('processMessage gets a string with decodeData; handleDATA wins when both ex
     await using server = await startServer(handler);
     const c = await greeted(server.port);
     const r = await sendMessage(c, 'a@b.org', ['c@d.org'], 'x\r\n');
-    assert.deepEqual(r.lines, ['250 2.0.0 via handleDATA']);
+    assert.deepEqual(r.lines, ['250 2.6.0 via handleDATA']);
     assert.equal(used, 'DATA');
     c.close();
   }
@@ -812,7 +812,7 @@ test('slow async handleRCPT with pipelined commands: replies in order, exactly o
     Reply.START_DATA,
   ]);
   c.send('body\r\n.\r\n');
-  assert.equal((await c.reply()).text, '250 2.0.0 queued');
+  assert.equal((await c.reply()).text, '250 2.6.0 queued');
   assert.ok(await c.noReplyWithin(100), 'no extra reply');
   // The hooks ran one at a time, in the order the commands came.
   assert.deepEqual(events, [

@@ -57,7 +57,7 @@ describe('Message', () => {
     await using server = await startServer(handler);
     const c = await greeted(server.port);
     try {
-      assert.equal(await transaction(c, MULTIPART, ['bart@example.com', 'cate@example.com']), '250 2.0.0 OK');
+      assert.equal(await transaction(c, MULTIPART, ['bart@example.com', 'cate@example.com']), '250 2.6.0 OK');
       assert.equal(handler.messages.length, 1);
       const m = handler.messages[0]!;
       assert.equal(m.subject, 'café report');
@@ -84,7 +84,7 @@ describe('Message', () => {
     await using server = await startServer(handler, { decodeData: true });
     const c = await greeted(server.port);
     try {
-      assert.equal(await transaction(c, MULTIPART), '250 2.0.0 OK');
+      assert.equal(await transaction(c, MULTIPART), '250 2.6.0 OK');
       assert.equal(handler.messages[0]!.text, '“Hello” € 5\n.a line that starts with a dot');
     } finally {
       c.close();
@@ -106,7 +106,7 @@ describe('Message', () => {
       const r = await transaction(c, 'Subject: bad\r\n\r\nx\r\n');
       assert.match(r, /^451 /);
       assert.doesNotMatch(r, /refused by handleMessage/, 'no internals in the reply');
-      assert.equal(await transaction(c, 'Subject: good\r\n\r\ny\r\n'), '250 2.0.0 OK');
+      assert.equal(await transaction(c, 'Subject: good\r\n\r\ny\r\n'), '250 2.6.0 OK');
       assert.deepEqual(handler.seen, ['good']);
       assert.equal((await c.cmd('QUIT')).code, 221);
     } finally {
@@ -128,7 +128,7 @@ describe('AsyncMessage', () => {
     await using server = await startServer(handler);
     const c = await greeted(server.port);
     try {
-      assert.equal(await transaction(c, 'Subject: one\r\n\r\nx\r\n'), '250 2.0.0 OK');
+      assert.equal(await transaction(c, 'Subject: one\r\n\r\nx\r\n'), '250 2.6.0 OK');
       assert.deepEqual(handler.done, ['one'], 'finished before the 250 was sent');
     } finally {
       c.close();
@@ -146,7 +146,7 @@ describe('AsyncMessage', () => {
     const c = await greeted(server.port);
     try {
       assert.match(await transaction(c, 'Subject: a\r\n\r\nx\r\n'), /^451 /);
-      assert.equal(await transaction(c, 'Subject: b\r\n\r\nx\r\n'), '250 2.0.0 OK');
+      assert.equal(await transaction(c, 'Subject: b\r\n\r\nx\r\n'), '250 2.6.0 OK');
     } finally {
       c.close();
     }

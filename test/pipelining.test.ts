@@ -114,12 +114,12 @@ test('commands after the terminator in the same write run after the message, in 
   assert.deepEqual(
     got.map((r) => r.text),
     [
-      '250 2.0.0 OK',
+      '250 2.6.0 OK',
       '250 2.0.0 noop-mark a',
       '250 2.1.0 OK',
       '250 2.1.5 OK',
       '354 End data with <CR><LF>.<CR><LF>',
-      '250 2.0.0 OK',
+      '250 2.6.0 OK',
       '250 2.0.0 noop-mark b',
       '221 2.0.0 Bye',
     ],
@@ -188,7 +188,7 @@ test('input arriving while handleMAIL is pending (50 ms) waits; replies in order
     expected.push('250 2.1.5 OK');
   }
   flood += 'DATA\r\nhello\r\n.\r\n';
-  expected.push('354 End data with <CR><LF>.<CR><LF>', '250 2.0.0 OK');
+  expected.push('354 End data with <CR><LF>.<CR><LF>', '250 2.6.0 OK');
   for (let i = 0; i < 50; i++) {
     flood += `NOOP ${i}\r\n`;
     expected.push(`250 2.0.0 noop ${i}`);

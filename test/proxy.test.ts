@@ -50,7 +50,7 @@ describe('Proxy relaying to a second tsmtpd', () => {
     try {
       const body = 'X-Peer: forged\r\nSubject: hi\r\n\r\nline one\r\n..starts with a dot\r\n';
       const r = await transaction(c, body, ['b@example.com', 'c@example.net', 'd@example.org']);
-      assert.equal(r.end, '250 2.0.0 OK');
+      assert.equal(r.end, '250 2.6.0 OK');
       assert.equal(recorder.messages.length, 1);
       const m = recorder.messages[0]!;
       assert.equal(m.mailFrom, 'a@example.com');
@@ -60,7 +60,7 @@ describe('Proxy relaying to a second tsmtpd', () => {
         `X-Peer: 127.0.0.1:${c.socket.localPort}\r\nX-Peer: forged\r\nSubject: hi\r\n\r\nline one\r\n.starts with a dot\r\n`,
       );
       // Second transaction on the same client connection: a new upstream connection, one message.
-      assert.equal((await transaction(c, 'Subject: two\r\n\r\nx')).end, '250 2.0.0 OK');
+      assert.equal((await transaction(c, 'Subject: two\r\n\r\nx')).end, '250 2.6.0 OK');
       assert.equal(recorder.messages.length, 2);
       assert.equal(recorder.messages[1]!.content.toString('latin1'), `X-Peer: 127.0.0.1:${c.socket.localPort}\r\nSubject: two\r\n\r\nx\r\n`);
     } finally {
@@ -74,7 +74,7 @@ describe('Proxy relaying to a second tsmtpd', () => {
     await using proxy = await startProxy(upstream.port);
     const c = await greeted(proxy.port);
     try {
-      assert.equal((await transaction(c, 'Subject: bounce\r\n\r\nx', ['b@example.com'], '')).end, '250 2.0.0 OK');
+      assert.equal((await transaction(c, 'Subject: bounce\r\n\r\nx', ['b@example.com'], '')).end, '250 2.6.0 OK');
       assert.equal(recorder.messages[0]!.mailFrom, '');
     } finally {
       c.close();
@@ -90,7 +90,7 @@ describe('Proxy relaying to a second tsmtpd', () => {
       const smuggled = 'MAIL FROM:<evil@x>\r\nRCPT TO:<victim@y>\r\nDATA\r\nsmuggled\r\n';
       const body = 'Subject: s\r\n\r\nhello\n.\n' + smuggled + 'again\r.\r' + smuggled + '...two dots';
       const r = await transaction(c, body);
-      assert.equal(r.end, '250 2.0.0 OK');
+      assert.equal(r.end, '250 2.6.0 OK');
       assert.equal((await c.cmd('NOOP')).code, 250, 'nothing else was answered');
       assert.equal(recorder.messages.length, 1, 'exactly one message upstream');
       const m = recorder.messages[0]!;
@@ -134,7 +134,7 @@ describe('Proxy relaying to a second tsmtpd', () => {
       assert.deepEqual([b.text, nobody.text, cc.text], ['250 2.1.5 OK', '550 5.1.1 No such user', '250 2.1.5 OK']);
       assert.equal((await c.cmd('DATA')).code, 354);
       c.send('Subject: s\r\n\r\nx\r\n.\r\n');
-      assert.equal((await c.reply(15000)).text, '250 2.0.0 OK');
+      assert.equal((await c.reply(15000)).text, '250 2.6.0 OK');
       assert.equal(picky.messages.length, 1);
       assert.deepEqual(picky.messages[0]!.rcptTos, ['b@example.com', 'c@example.com']);
     } finally {
@@ -152,7 +152,7 @@ describe('Proxy relaying to a second tsmtpd', () => {
       assert.equal((await c.cmd('RCPT TO:<b@example.com>')).code, 503, 'no transaction here either');
       assert.equal((await transaction(c, 'Subject: reject me\r\n\r\nx')).end, '554 5.7.1 Rejected by policy');
       assert.equal((await transaction(c, 'Subject: defer me\r\n\r\nx')).end, '452 4.3.1 Insufficient storage');
-      assert.equal((await transaction(c, 'Subject: fine\r\n\r\nx')).end, '250 2.0.0 OK');
+      assert.equal((await transaction(c, 'Subject: fine\r\n\r\nx')).end, '250 2.6.0 OK');
       assert.equal(picky.messages.length, 1);
     } finally {
       c.close();
@@ -336,7 +336,7 @@ describe('Proxy: the upstream decides at each command', () => {
     const c = await greeted(proxy.port, 'LHLO client.example');
     try {
       for (const [subject, want] of [
-        ['fine', '250 2.0.0 OK'],
+        ['fine', '250 2.6.0 OK'],
         ['reject me', '554 5.7.1 Rejected by policy'],
       ] as const) {
         assert.equal((await c.cmd('MAIL FROM:<a@example.com>')).code, 250);
@@ -429,7 +429,7 @@ describe('Proxy: the upstream decides at each command', () => {
     await using front = await startServer(router, { logger: quiet });
     const c = await greeted(front.port);
     try {
-      assert.equal((await transaction(c, 'Subject: s\r\n\r\nx', ['b@example.com', 'c@example.com'])).end, '250 2.0.0 OK');
+      assert.equal((await transaction(c, 'Subject: s\r\n\r\nx', ['b@example.com', 'c@example.com'])).end, '250 2.6.0 OK');
       assert.equal(picky.messages.length, 1);
       assert.deepEqual(picky.messages[0]!.rcptTos, ['b@example.com', 'c@example.com']);
       // SMTP has one reply per message: with one recipient refused upstream, none gets it.
@@ -461,7 +461,7 @@ describe('Proxy against aiosmtpd (Debian python3-aiosmtpd)', () => {
       try {
         const body = 'Subject: via aiosmtpd\r\n\r\nhello\n.\nMAIL FROM:<evil@x>\r\n..dot line\r\nend';
         const r = await transaction(c, body, ['b@example.com', 'c@example.com']);
-        assert.equal(r.end, '250 2.0.0 OK');
+        assert.equal(r.end, '250 2.6.0 OK');
       } finally {
         c.close();
       }
@@ -491,7 +491,7 @@ describe('Proxy on the command line', () => {
       await cli.listening();
       const c = await greeted(port);
       try {
-        assert.equal((await transaction(c, 'Subject: cli\r\n\r\nbare\nlf')).end, '250 2.0.0 OK');
+        assert.equal((await transaction(c, 'Subject: cli\r\n\r\nbare\nlf')).end, '250 2.6.0 OK');
       } finally {
         c.close();
       }

@@ -14,6 +14,9 @@ import { formatPeer, type Envelope } from '../session.js';
 import type { BuiltinCommand } from './dispatch.js';
 import { needHelo } from './transaction.js';
 
+/** RFC 3463 §3.7 (X.6.0, media): the enhanced code of a delivery reply whose hook gave none. */
+const DATA_ENHANCED = '2.6.0';
+
 /**
  * A chunk over the size limit is still read and dropped up to twice that limit, and at least up
  * to the default limit (a message a client sent without heeding SIZE is seldom larger).
@@ -181,11 +184,11 @@ function dataReplies(
       return andThen(r, (v) => v ?? Reply.DATA_OK);
     }
     return Reply.DATA_OK;
-  });
+  }, true, DATA_ENHANCED);
   const each = (reply: string): string[] | Promise<string[]> => {
     const list = got.list;
     if (list === null) return env.rcptTos.map(() => reply);
-    const replies = list.map((r) => ctx.replyOf(() => r));
+    const replies = list.map((r) => ctx.replyOf(() => r, true, DATA_ENHANCED));
     return replies.every((r) => typeof r === 'string') ? (replies as string[]) : Promise.all(replies);
   };
   return andThen(first, each);
@@ -194,7 +197,7 @@ function dataReplies(
 /** handleDeliver once per recipient, each failure its own. */
 async function deliverEach(ctx: EngineContext, env: Envelope): Promise<string[]> {
   const replies: string[] = [];
-  for (const rcpt of env.rcptTos) replies.push(await ctx.hook('handleDeliver', [rcpt], Reply.DATA_OK));
+  for (const rcpt of env.rcptTos) replies.push(await ctx.hook('handleDeliver', [rcpt], Reply.DATA_OK, DATA_ENHANCED));
   return replies;
 }
 
