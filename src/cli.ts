@@ -15,14 +15,15 @@ import { dirname, join, resolve as resolvePath } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { Controller, UnixSocketController, checkSocketPath } from './controller.js';
 import { UsageError, type Handler, type HandlerClass } from './handler.js';
-import { Mailbox, builtinHandlers } from './handlers/index.js';
+import { Mailbox } from './handlers/mailbox.js';
+import { builtinLoaders } from './handlers/builtin.js';
 import { LOG_FORMATS, notice, stderrLogger, type LogFormat } from './cli-log.js';
 import type { Authenticator } from './auth.js';
 import { htpasswdAuthenticator, loadHtpasswd } from './htpasswd.js';
 import { VERSION } from './version.js';
 import { runPrimary, type ListeningMessage } from './workers.js';
 import { Capture } from './capture/capture.js';
-import { withAuthResults, type AuthResultsOptions } from './authres/index.js';
+import type { AuthResultsOptions } from './authres/index.js';
 import {
   CAPTURE_HELP,
   CAPTURE_OPTION_NAMES,
@@ -456,11 +457,11 @@ function isClass(value: unknown): value is HandlerClass {
 async function loadHandlerClass(classpath: string): Promise<HandlerClass> {
   // aiosmtpd spells built-ins as aiosmtpd.handlers.Name: accept that too.
   const bare = classpath.replace(/^(?:aiosmtpd|tsmtpd)\.handlers\./, '');
-  const builtin = builtinHandlers[bare];
-  if (builtin !== undefined) return builtin;
+  const builtin = builtinLoaders[bare];
+  if (builtin !== undefined) return builtin();
   const colon = classpath.lastIndexOf(':');
   if (colon <= 0 || colon === classpath.length - 1) {
-    throw new CliError(`argument -c/--class: unknown handler class '${classpath}': use a built-in name (${Object.keys(builtinHandlers).join(', ')}) or MODULE:EXPORT`);
+    throw new CliError(`argument -c/--class: unknown handler class '${classpath}': use a built-in name (${Object.keys(builtinLoaders).join(', ')}) or MODULE:EXPORT`);
   }
   const modulePath = classpath.slice(0, colon);
   const exportName = classpath.slice(colon + 1);
@@ -623,7 +624,11 @@ async function main(argv: string[]): Promise<number> {
       }
       throw new CliError(`handler setup failed: ${why}`);
     }
-    if (args.authResults !== null) handler = withAuthResults(handler, authResultsOptions(args.authResults, args.authResultsDns));
+    if (args.authResults !== null) {
+      // mailauth costs ~300 ms and ~35 MiB at start: only a server that checks loads it.
+      const { withAuthResults } = await import('./authres/index.js');
+      handler = withAuthResults(handler, authResultsOptions(args.authResults, args.authResultsDns));
+    }
     starttls = readPair(args.tlscert, args.tlskey, '--tlscert and --tlskey');
     smtps = readPair(args.smtpscert, args.smtpskey, '--smtpscert and --smtpskey');
     if (args.authFile !== null) {

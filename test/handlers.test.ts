@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { BufferedSink, Debugging, Mailbox, Sink, builtinHandlers } from '../src/handlers/index.js';
+import { builtinLoaders } from '../src/handlers/builtin.js';
 import { UsageError } from '../src/handler.js';
 import { Envelope, Session } from '../src/session.js';
 
@@ -248,6 +249,11 @@ describe('Mailbox', () => {
     assert.throws(() => Mailbox.fromCli(), { name: 'UsageError', message: 'The directory for the maildir is required' });
     assert.throws(() => Mailbox.fromCli('a', 'b'), { name: 'UsageError', message: 'Too many arguments for Mailbox handler' });
   });
+});
+
+test("the CLI's lazy built-ins load the same classes as builtinHandlers", async () => {
+  assert.deepEqual(Object.keys(builtinLoaders).sort(), Object.keys(builtinHandlers).sort());
+  for (const [name, load] of Object.entries(builtinLoaders)) assert.equal(await load(), builtinHandlers[name], name);
 });
 
 test('builtinHandlers maps bare names to classes', () => {
