@@ -100,7 +100,7 @@ describe('JetStream handler, one node', { timeout: 120_000 }, () => {
     await withServer(t, { stream: 'SLOW', subject: 'slow.in', deadline: 800 }, 'SMTP', async (port) => {
       const { c } = await greet(port, 'SMTP');
       assert.match((await transaction(c, 'a@example.com', ['b@example.net'], message('warm')))[0]!, /^250 /);
-      nats().nodes[0]!.pause();
+      await nats().nodes[0]!.pause();
       try {
         assert.match((await transaction(c, 'a@example.com', ['b@example.net'], message('slow')))[0]!, /^451 4\.3\.0 /);
         await expectCmd(c, 'NOOP', 250);

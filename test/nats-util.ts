@@ -2,8 +2,9 @@
  * nats-server for the JetStream tests: single nodes and three-node clusters with JetStream, on
  * free loopback ports, each with its own temporary store directory, stopped by pid.
  */
+import { readFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { freePort } from './cli-util.js';
 import { tmpdir } from 'node:os';
@@ -77,9 +78,19 @@ export class NatsNode {
     this.child = null;
   }
 
-  /** SIGSTOP / SIGCONT: a server that is there but does not answer. */
-  pause(): void {
-    this.child?.kill('SIGSTOP');
+  /**
+   * SIGSTOP / SIGCONT: a server that is there but does not answer. Returns once the kernel shows
+   * the process stopped (state T), so nothing sent after it can still be answered.
+   */
+  async pause(): Promise<void> {
+    const child = this.child;
+    if (child === null) throw new Error(`nats-server ${this.name} is not running`);
+    child.kill('SIGSTOP');
+    const until = Date.now() + 5000;
+    while (!/^\d+ \(.*\) T/.test(readFileSync(`/proc/${child.pid}/stat`, 'utf8'))) {
+      if (Date.now() > until) throw new Error(`nats-server ${this.name} did not stop`);
+      await sleep(10);
+    }
   }
   resume(): void {
     this.child?.kill('SIGCONT');
