@@ -2,7 +2,6 @@
  * nats-server for the JetStream tests: single nodes and three-node clusters with JetStream, on
  * free loopback ports, each with its own temporary store directory, stopped by pid.
  */
-import { readFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
