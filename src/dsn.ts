@@ -170,41 +170,46 @@ export interface DsnParam {
   value: string | null;
 }
 
+/** For each option of T, the parser of its keyword's value (the keyword is the option's name upper-cased). */
+type DsnParsers<T> = { readonly [K in keyof T]-?: (value: string | null) => NonNullable<T[K]> };
+
+/**
+ * The loop both commands share: a keyword of the other command is a 555, one given twice a 501,
+ * one of `parsers` is parsed into its option, and any other is left to the caller.
+ */
+function pickDsn<T extends object>(
+  params: readonly DsnParam[],
+  foreign: ReadonlySet<string>,
+  foreignCommand: string,
+  parsers: DsnParsers<T>,
+): T {
+  const out: Partial<Record<keyof T, unknown>> = {};
+  for (const { keyword, value } of params) {
+    const k = keyword.toUpperCase();
+    if (foreign.has(k)) throw new DsnError(555, `${k} is a ${foreignCommand} parameter`);
+    const option = k.toLowerCase();
+    if (!Object.hasOwn(parsers, option)) continue;
+    const key = option as keyof T;
+    if (out[key] !== undefined) throw new DsnError(501, `${k} given twice`);
+    out[key] = parsers[key](value);
+  }
+  return out as T;
+}
+
 /**
  * Picks RET and ENVID out of MAIL FROM's parameters. NOTIFY or ORCPT there is a 555 (they are
  * RCPT parameters); a parameter given twice is a 501. Other parameters are left to the caller.
  */
 export function parseMailDsn(params: readonly DsnParam[]): DsnMailOptions {
-  const out: DsnMailOptions = {};
-  for (const { keyword, value } of params) {
-    const k = keyword.toUpperCase();
-    if (RCPT_KEYWORDS.has(k)) throw new DsnError(555, `${k} is a RCPT TO parameter`);
-    if (k === 'RET') {
-      if (out.ret !== undefined) throw new DsnError(501, 'RET given twice');
-      out.ret = parseRet(value);
-    } else if (k === 'ENVID') {
-      if (out.envid !== undefined) throw new DsnError(501, 'ENVID given twice');
-      out.envid = parseEnvid(value);
-    }
-  }
-  return out;
+  return pickDsn<DsnMailOptions>(params, RCPT_KEYWORDS, 'RCPT TO', { ret: parseRet, envid: parseEnvid });
 }
 
 /** Picks NOTIFY and ORCPT out of RCPT TO's parameters, as parseMailDsn does for MAIL FROM. */
 export function parseRcptDsn(params: readonly DsnParam[], options: OrcptOptions = {}): DsnRcptOptions {
-  const out: DsnRcptOptions = {};
-  for (const { keyword, value } of params) {
-    const k = keyword.toUpperCase();
-    if (MAIL_KEYWORDS.has(k)) throw new DsnError(555, `${k} is a MAIL FROM parameter`);
-    if (k === 'NOTIFY') {
-      if (out.notify !== undefined) throw new DsnError(501, 'NOTIFY given twice');
-      out.notify = parseNotify(value);
-    } else if (k === 'ORCPT') {
-      if (out.orcpt !== undefined) throw new DsnError(501, 'ORCPT given twice');
-      out.orcpt = parseOrcpt(value, options);
-    }
-  }
-  return out;
+  return pickDsn<DsnRcptOptions>(params, MAIL_KEYWORDS, 'MAIL FROM', {
+    notify: parseNotify,
+    orcpt: (value) => parseOrcpt(value, options),
+  });
 }
 
 /** The MAIL FROM parameters for a relay: ` RET=... ENVID=...` (with the leading space), or ''. */
