@@ -6,51 +6,19 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { Handler } from '../src/handler.js';
 import { startServer } from './helpers.js';
 import { CliProcess, freePort } from './cli-util.js';
 import { MemoryLogger } from './commands-util.js';
 import { requireTool, waitMaildir, withTempDir, type MaildirFile } from './lmtp-util.js';
+import { assertRan, run, type Run } from './postfix-util.js';
 
 const SMTP_SOURCE = '/usr/sbin/smtp-source';
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  output: string;
-  timedOut: boolean;
-}
-
-/** Runs smtp-source with args; kills it after `ms`; resolves with its exit and output (stdout + stderr). */
+/** Runs smtp-source with args, killed after `ms`; the whole -v log is kept (the checks count its replies). */
 function smtpSource(args: string[], ms = 12000): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(SMTP_SOURCE, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (t: string) => (output += t));
-    child.stderr.setEncoding('utf8').on('data', (t: string) => (output += t));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, ms);
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      resolve({ code: null, signal: null, output: output + String(error), timedOut });
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, output, timedOut });
-    });
-  });
-}
-
-function assertExit0(run: Run, what: string): void {
-  assert.ok(
-    run.code === 0 && !run.timedOut,
-    `${what}: smtp-source ${run.timedOut ? 'timed out (killed)' : `exited ${run.code ?? run.signal}`}; output:\n${run.output.slice(-3000)}`,
-  );
+  return run(SMTP_SOURCE, args, '', ms, process.env, Infinity);
 }
 
 /**
@@ -106,19 +74,19 @@ async function cliCase(t: TestContext, where: 'unix' | 'tcp', rcptCount: number)
     await withCli(['-n', '--lmtp', ...listen, '-c', 'Mailbox', maildir], async () => {
       const args = ['-v', '-L', '-s', '2', '-m', '10', '-t', 'rcpt@example.com', '-f', 'from@example.com', '-l', '1000'];
       if (rcptCount > 1) args.push('-r', String(rcptCount));
-      const run = await smtpSource([...args, target]);
-      assertExit0(run, `smtp-source -L ${where}`);
+      const result = await smtpSource([...args, target]);
+      assertRan(result, `smtp-source -L ${where}`);
       const rcpts = ['rcpt@example.com', '2rcpt@example.com', '3rcpt@example.com'].slice(0, rcptCount);
       const files = await waitMaildir(maildir, 10);
       checkFiles(files, rcpts, 10, 1000);
       // One reply per recipient after each dot, each naming its recipient. (Two sessions
       // interleave in the log, so count: 10 per recipient, and no other end-of-data reply.)
-      const delivered = run.output.match(/<<< 250 2\.0\.0 <\d?rcpt@example\.com> delivered/g) ?? [];
+      const delivered = result.output.match(/<<< 250 2\.0\.0 <\d?rcpt@example\.com> delivered/g) ?? [];
       assert.equal(delivered.length, 10 * rcptCount, 'end-of-data replies');
       for (const rcpt of rcpts) {
         assert.equal(delivered.filter((r) => r.includes(`<${rcpt}>`)).length, 10, `replies for ${rcpt}`);
       }
-      assert.doesNotMatch(run.output, /warning|fatal/);
+      assert.doesNotMatch(result.output, /warning|fatal/);
     });
   });
 }
@@ -146,14 +114,14 @@ test('smtp-source -L -A -d against a Controller failing one recipient: replies s
   await using server = await startServer(handler, { lmtp: true, logger: new MemoryLogger() });
   // -d: every message of a session over the same connection, so a missing or extra reply would
   // desynchronize the next transaction.
-  const run = await smtpSource([
+  const result = await smtpSource([
     '-v', '-A', '-d', '-L', '-s', '1', '-m', '10', '-r', '3',
     '-t', 'rcpt@example.com', '-f', 'from@example.com', '-l', '500', `127.0.0.1:${server.port}`,
   ]);
-  assertExit0(run, 'smtp-source -A -d -L');
+  assertRan(result, 'smtp-source -A -d -L');
   assert.equal(messages, 10);
   assert.equal(delivered.length, 20);
-  const after = endOfDataReplies(run.output);
+  const after = endOfDataReplies(result.output);
   assert.equal(after.length, 10);
   for (const replies of after) {
     assert.deepEqual(
@@ -175,13 +143,13 @@ test('smtp-source -L -A: a message over the size limit gets one reply per recipi
   };
   await using server = await startServer(handler, { lmtp: true, dataSizeLimit: 1000, logger: new MemoryLogger() });
   // smtp-source sends no SIZE= parameter: the limit is found at the end of the body.
-  const run = await smtpSource(
+  const result = await smtpSource(
     ['-v', '-A', '-L', '-s', '1', '-m', '2', '-r', '2', '-t', 'rcpt@example.com', '-f', 'from@example.com', '-l', '3000', `127.0.0.1:${server.port}`],
     5000,
   );
-  assertExit0(run, 'smtp-source -A -L with an oversized message');
+  assertRan(result, 'smtp-source -A -L with an oversized message');
   assert.equal(delivered, 0);
-  const after = endOfDataReplies(run.output);
+  const after = endOfDataReplies(result.output);
   assert.equal(after.length, 2);
   for (const replies of after) assert.deepEqual(replies.map((r) => r.slice(0, 3)), ['552', '552'], JSON.stringify(replies));
 });

@@ -1,6 +1,6 @@
 /**
  * A private Postfix instance for tests (interop.test.ts, xforward-postfix.test.ts), and the
- * process helpers around it: every program runs under a hard time limit, and a missing tool
+ * process helpers around it (lmtp-postfix.test.ts runs smtp-source with them): every program runs under a hard time limit, and a missing tool
  * skips the test except under CI=true, where it fails.
  */
 import { type TestContext } from 'node:test';
@@ -27,29 +27,48 @@ export interface Run {
   signal: string | null;
   stdout: string;
   stderr: string;
+  /** stdout and stderr together, in the order they arrived (a verbose log split over both). */
+  output: string;
   timedOut: boolean;
 }
 
-/** Runs a program with stdin `input` and a hard time limit (SIGKILL); never rejects. */
-export function run(cmd: string, args: string[], input = '', ms = 20000, env: NodeJS.ProcessEnv = process.env): Promise<Run> {
+/**
+ * Runs a program with stdin `input` and a hard time limit (SIGKILL); never rejects. Each of
+ * stdout, stderr and output keeps its last `keep` characters.
+ */
+export function run(
+  cmd: string,
+  args: string[],
+  input = '',
+  ms = 20000,
+  env: NodeJS.ProcessEnv = process.env,
+  keep = 20000,
+): Promise<Run> {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
+    let output = '';
     let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout = (stdout + d).slice(-20000)));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-20000)));
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout = (stdout + d).slice(-keep);
+      output = (output + d).slice(-keep);
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr = (stderr + d).slice(-keep);
+      output = (output + d).slice(-keep);
+    });
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');
     }, ms);
     child.once('error', (error) => {
       clearTimeout(timer);
-      resolve({ code: null, signal: null, stdout, stderr: stderr + String(error), timedOut });
+      resolve({ code: null, signal: null, stdout, stderr: stderr + String(error), output: output + String(error), timedOut });
     });
     child.once('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, timedOut });
+      resolve({ code, signal, stdout, stderr, output, timedOut });
     });
     child.stdin.on('error', () => {});
     child.stdin.end(input);
