@@ -41,7 +41,7 @@ export const VRFY: BuiltinCommand = {
 
 export const EXPN: BuiltinCommand = {
   syntax: 'EXPN <mailing-list>',
-  run: (ctx) => ctx.reply(Reply.EXPN_NOT_IMPLEMENTED),
+  run: (ctx) => ctx.reply(Reply.EXPN_UNSUPPORTED),
 };
 
 export const HELP: BuiltinCommand = {
