@@ -13,6 +13,7 @@ import { createSecureContext } from 'node:tls';
 import { pathToFileURL } from 'node:url';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
+import { raiseMallocThresholds } from './malloc-thresholds.js';
 import { Controller, UnixSocketController, checkSocketPath } from './controller.js';
 import { UsageError, type Handler, type HandlerClass } from './handler.js';
 import { Mailbox } from './handlers/mailbox.js';
@@ -586,6 +587,7 @@ function authResultsOptions(id: string, servers: string[]): AuthResultsOptions {
 
 async function main(argv: string[]): Promise<number> {
   keepYoungGenerationSmall();
+  raiseMallocThresholds();
   let args: ReturnType<typeof parseArgs>;
   let handler: Handler;
   let starttls: { cert: Buffer; key: Buffer } | undefined;

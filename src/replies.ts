@@ -125,6 +125,23 @@ const NO_ENHANCED = new Set(['220', '334', '354']);
  * inserted where it is missing (`enhancedDefault` when its class fits, as 2.1.0 for MAIL). Returns null for text that is not an SMTP reply.
  */
 export function normalizeReply(text: string, enhanced: boolean, enhancedDefault?: string): string | null {
+  if (text.length > CACHED_REPLY_MAX) return normalize(text, enhanced, enhancedDefault);
+  const key = `${enhanced ? (enhancedDefault ?? '+') : '-'}|${text}`;
+  let wire = normalized.get(key);
+  if (wire === undefined) {
+    wire = normalize(text, enhanced, enhancedDefault);
+    if (normalized.size >= CACHED_REPLIES) normalized.clear();
+    normalized.set(key, wire);
+  }
+  return wire;
+}
+
+/** A handler gives the same few replies over and over: their wire forms are kept (bounded). */
+const normalized = new Map<string, string | null>();
+const CACHED_REPLIES = 256;
+const CACHED_REPLY_MAX = 512;
+
+function normalize(text: string, enhanced: boolean, enhancedDefault: string | undefined): string | null {
   const lines = text.split(/\r?\n|\r/);
   while (lines.length > 1 && lines[lines.length - 1] === '') lines.pop();
   let code = '';
