@@ -15,6 +15,7 @@ import { relayMessage, type RelayOptions } from './relay.js';
 import { compileSearch } from './search.js';
 import { checkRule, FaultSyntaxError, ruleToJSON } from './faults.js';
 import { APP_CSS, APP_JS, INDEX_HTML, UI_POLICY } from './ui-assets.js';
+import { cleanTag, tagList } from './tags.js';
 import { renderHTML, renderText } from './view.js';
 
 export interface ApiOptions {
@@ -53,7 +54,7 @@ function lookup(ctx: RequestContext, id = ctx.params[0]!): CapturedMessage {
 }
 
 function allTags(capture: Capture): string[] {
-  return [...new Set(capture.store.all().flatMap((m) => m.tags))].sort((a, b) => a.localeCompare(b));
+  return tagList(capture.store.all().flatMap((m) => m.tags)).sort((a, b) => a.localeCompare(b));
 }
 
 /** Newest first, as Mailpit lists. */
@@ -210,7 +211,7 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
       );
       if (m === null) throw new HttpError(400, 'every recipient belongs to a closed isolated inbox');
       if (composed.tags.length > 0) {
-        m.tags = [...new Set([...m.tags, ...composed.tags])];
+        m.tags = tagList([...m.tags, ...composed.tags]);
         ctx.capture.store.updated(m);
       }
       sendJSON(ctx.res, { ID: m.id });
@@ -250,7 +251,7 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
     /^\/api\/v1\/tags$/,
     async (ctx) => {
       const b = await body(ctx);
-      const tags = [...new Set(stringList(b, 'Tags').map((t) => t.trim()).filter((t) => t !== ''))];
+      const tags = tagList(stringList(b, 'Tags'));
       for (const m of stringList(b, 'IDs').map((id) => lookup(ctx, id))) {
         m.tags = tags;
         ctx.capture.store.updated(m);
@@ -263,8 +264,8 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
     /^\/api\/v1\/tags\/([^/]+)$/,
     async (ctx) => {
       const b = await body(ctx);
-      const name = typeof b['Name'] === 'string' ? b['Name'].trim() : '';
-      if (name === '') throw new HttpError(400, 'Name is required');
+      const name = typeof b['Name'] === 'string' ? cleanTag(b['Name']) : '';
+      if (name === '') throw new HttpError(400, 'Name is required: a tag of a-z A-Z 0-9 - _ . @ and spaces');
       retag(ctx, ctx.params[0]!, name);
       sendOK(ctx.res);
     },
@@ -346,12 +347,16 @@ function faultInput<T>(change: () => T): T {
   }
 }
 
+/** Renames (or with null deletes) a tag on every message; as in Mailpit, names match ignoring case. */
 function retag(ctx: RequestContext, from: string, to: string | null): void {
   const old = from.toLowerCase();
+  const existing = allTags(ctx.capture).map((t) => t.toLowerCase());
+  if (!existing.includes(old)) throw new HttpError(404, `tag not found: ${from}`);
+  if (to !== null && to.toLowerCase() !== old && existing.includes(to.toLowerCase())) throw new HttpError(409, `tag already exists: ${to}`);
   for (const m of ctx.capture.store.all()) {
     if (!m.tags.some((t) => t.toLowerCase() === old)) continue;
     const kept = m.tags.filter((t) => t.toLowerCase() !== old);
-    m.tags = to === null ? kept : [...new Set([...kept, to])];
+    m.tags = to === null ? kept : tagList([...kept, to]);
     ctx.capture.store.updated(m);
   }
 }

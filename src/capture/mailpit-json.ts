@@ -7,6 +7,7 @@ import type { Attachment } from 'mailparser';
 import { htmlToText } from './text.js';
 import { isInline, type AddressEntry, type CapturedMessage } from './message.js';
 import { attachmentCount, replyTo } from './search.js';
+import { tagList } from './tags.js';
 
 export interface MailpitAddress {
   Name: string;
@@ -156,5 +157,5 @@ export function headers(m: CapturedMessage): Record<string, string[]> {
 
 /** `X-Tags: a, b` (Mailpit's way to tag a message from the sender). */
 export function tagsFromHeader(m: CapturedMessage): string[] {
-  return [...new Set(m.headerValues('x-tags').flatMap((v) => v.split(',')).map((t) => t.trim()).filter((t) => t !== ''))];
+  return tagList(m.headerValues('x-tags').flatMap((v) => v.split(',')));
 }
