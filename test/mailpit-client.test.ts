@@ -129,6 +129,14 @@ test('mailpit-api: search, waitForMessage(s), read status, delete by search and 
   assert.equal((await mailpit.searchMessages({ query: 'has:attachment' })).messages_count, 1);
   const today = new Date().toISOString().slice(0, 10);
   assert.equal((await mailpit.searchMessages({ query: `after:${today} subject:News`, tz: 'UTC' })).messages_count, 1);
+  // tz: a time without an offset is read in that zone (Etc/GMT-14 is UTC+14, no DST).
+  const received = rig.capture.inbox.find({ subject: 'News' })!.receivedAt.getTime();
+  const wallPlus14 = (ms: number) => new Date(ms + 14 * 3600_000).toISOString().slice(0, 16);
+  assert.equal((await mailpit.searchMessages({ query: `subject:News after:${wallPlus14(received - 120_000)}`, tz: 'Etc/GMT-14' })).messages_count, 1);
+  assert.equal((await mailpit.searchMessages({ query: `subject:News before:${wallPlus14(received - 120_000)}`, tz: 'Etc/GMT-14' })).messages_count, 0);
+  assert.equal((await mailpit.searchMessages({ query: `subject:News after:${wallPlus14(received + 120_000)}`, tz: 'Etc/GMT-14' })).messages_count, 0);
+  // An unknown zone is ignored, as Mailpit ignores it.
+  assert.equal((await mailpit.searchMessages({ query: `after:${today} subject:News`, tz: 'Nowhere/Zone' })).messages_count, 1);
 
   const waited = mailpit.waitForMessage({ query: 'subject:Welcome' }, { timeout: 5000, interval: 50 });
   await rig.send({ from: 'app@example.com', to: 'new@example.com', subject: 'Welcome', text: 'hello' });

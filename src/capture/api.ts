@@ -78,7 +78,7 @@ function page(ctx: RequestContext, matching: readonly CapturedMessage[]): void {
 function searchResults(ctx: RequestContext): CapturedMessage[] {
   const query = ctx.url.searchParams.get('query');
   if (query === null || query.trim() === '') throw new HttpError(400, 'query is required');
-  const test = compileSearch(query);
+  const test = compileSearch(query, ctx.url.searchParams.get('tz') ?? '');
   return ctx.capture.store.all().filter(test);
 }
 
@@ -112,7 +112,7 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
       if (ids.length > 0 && search !== '') throw new HttpError(400, 'You may specify either IDs or a search query, not both');
       const read = b['Read'] === true;
       const store = ctx.capture.store;
-      const targets = search !== '' ? store.all().filter(compileSearch(search)) : ids.length === 0 ? store.all() : ids.map((id) => lookup(ctx, id));
+      const targets = search !== '' ? store.all().filter(compileSearch(search, ctx.url.searchParams.get('tz') ?? '')) : ids.length === 0 ? store.all() : ids.map((id) => lookup(ctx, id));
       setRead(ctx, targets, read);
       sendOK(ctx.res);
     },
