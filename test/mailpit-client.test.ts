@@ -107,13 +107,19 @@ test('mailpit-api: info, webui configuration, list, summary, headers, source, at
   assert.equal(png.Size, PNG.length);
   assert.match(png.Checksums.SHA256, /^[0-9a-f]{64}$/);
 
-  const html = await mailpit.renderMessageHTML(m.ID);
-  assert.match(html, /<b>order<\/b>/);
+  // The HTML as sent (a test loads it in a page and clicks its links); embed=1 is the UI's iframe form.
+  assert.equal(await mailpit.renderMessageHTML(m.ID), m.HTML);
   const embedded = await mailpit.renderMessageHTML(m.ID, 1);
   assert.match(embedded, /<b>order<\/b>/);
+  assert.match(embedded, /target="_blank"/);
+  await assert.rejects(mailpit.renderMessageHTML(latest.ID), /Mailpit API Error: 404 .*does not contain a HTML part/);
   assert.match(await mailpit.renderMessageText(m.ID), /first order, code 123456/);
   assert.match(await mailpit.renderMessageText(), /weekly news/);
   await assert.rejects(mailpit.getMessageSummary('no-such-id'), /Mailpit API Error: 404/);
+  // Mailpit's `latest?query=`: the newest message that matches (not in mailpit-api; used by hand-written tests).
+  const byQuery = await fetch(`${rig.base}/api/v1/message/latest?query=${encodeURIComponent('to:ann@example.com')}`, { signal: AbortSignal.timeout(5000) });
+  assert.equal(((await byQuery.json()) as { Subject: string }).Subject, 'Order 1');
+  assert.equal((await fetch(`${rig.base}/view/latest.txt?query=subject:nothing`, { signal: AbortSignal.timeout(5000) })).status, 404);
 });
 
 test('mailpit-api: search, waitForMessage(s), read status, delete by search and by ID', async () => {

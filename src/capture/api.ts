@@ -47,9 +47,16 @@ const UNAVAILABLE: RouteHandler = (ctx) => {
   throw new HttpError(501, `${ctx.url.pathname.split('/').pop()} is not available in tsmtpd: it needs the internet or rule sets (SpamAssassin, caniemail, image processing) that a local capture server does not ship`);
 };
 
+/** A message by ID; `latest` is the newest, or with `?query=` the newest that matches (as Mailpit's LatestID). */
 function lookup(ctx: RequestContext, id = ctx.params[0]!): CapturedMessage {
-  const m = id === 'latest' ? ctx.capture.store.latest() : ctx.capture.store.get(id);
-  if (m === undefined) throw new HttpError(404, id === 'latest' ? 'no messages' : `message not found: ${id}`);
+  if (id !== 'latest') {
+    const m = ctx.capture.store.get(id);
+    if (m === undefined) throw new HttpError(404, `message not found: ${id}`);
+    return m;
+  }
+  const query = ctx.url.searchParams.get('query')?.trim() ?? '';
+  const m = query === '' ? ctx.capture.store.latest() : ctx.capture.store.all().findLast(compileSearch(query, ctx.url.searchParams.get('tz') ?? ''));
+  if (m === undefined) throw new HttpError(404, query === '' ? 'no messages' : `no message matches: ${query}`);
   return m;
 }
 
@@ -329,7 +336,11 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
       });
     },
   ],
-  ['GET', /^\/view\/([^/]+)\.html$/, (ctx) => renderHTML(ctx.res, lookup(ctx), ctx.url.searchParams.get('remote') === '1')],
+  [
+    'GET',
+    /^\/view\/([^/]+)\.html$/,
+    (ctx) => renderHTML(ctx.res, lookup(ctx), { remote: ctx.url.searchParams.get('remote') === '1', embed: ctx.url.searchParams.get('embed') === '1' }),
+  ],
   ['GET', /^\/view\/([^/]+)\.txt$/, (ctx) => renderText(ctx.res, lookup(ctx))],
   ['GET', /^\/(livez|readyz)$/, (ctx) => sendOK(ctx.res)],
   ['GET', /^\/$/, (ctx) => send(ctx.res, 200, 'text/html; charset=utf-8', INDEX_HTML, { 'Content-Security-Policy': UI_POLICY })],
