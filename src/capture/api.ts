@@ -119,7 +119,9 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
       if (ids.length > 0 && search !== '') throw new HttpError(400, 'You may specify either IDs or a search query, not both');
       const read = b['Read'] === true;
       const store = ctx.capture.store;
-      const targets = search !== '' ? store.all().filter(compileSearch(search, ctx.url.searchParams.get('tz') ?? '')) : ids.length === 0 ? store.all() : ids.map((id) => lookup(ctx, id));
+      // An ID that is gone is skipped, as Mailpit's UPDATE ... WHERE ID IN (...) skips it.
+      const byId = () => ids.flatMap((id) => store.get(id) ?? []);
+      const targets = search !== '' ? store.all().filter(compileSearch(search, ctx.url.searchParams.get('tz') ?? '')) : ids.length === 0 ? store.all() : byId();
       setRead(ctx, targets, read);
       sendOK(ctx.res);
     },
