@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MailpitClient } from 'mailpit-api';
 import { Capture } from '../src/capture/capture.js';
-import { captureRig } from './capture-util.js';
+import { captureRig, smtpTransport } from './capture-util.js';
+import { CliProcess, freePort } from './cli-util.js';
 import { startServer } from './helpers.js';
 
 // A 1x1 PNG: an image attachment the way test suites send a logo.
@@ -276,4 +277,28 @@ test('mailpit-api: basic auth credentials, and a clear error without them', asyn
   assert.equal((await mailpit.getInfo()).Messages, 2);
   await assert.rejects(new MailpitClient(rig.base).getInfo(), /Mailpit API Error: 401/);
   await assert.rejects(new MailpitClient(rig.base, { auth: { username: 'admin', password: 'wrong' } }).listMessages(), /Mailpit API Error: 401/);
+});
+
+test('mailpit-api against `tsmtpd -n -c Capture --http`: the command-line catcher, with --label and --relay', async () => {
+  const upstream = new Capture();
+  await using relay = await startServer(upstream);
+  const [smtpPort, httpPort] = [await freePort(), await freePort()];
+  const cli = new CliProcess(['-n', '-c', 'Capture', '-l', `127.0.0.1:${smtpPort}`, '--http', `127.0.0.1:${httpPort}`, '--label', 'ci inbox', '--relay', `127.0.0.1:${relay.port}`]);
+  try {
+    await cli.listening();
+    await cli.until(() => /web UI and API on http:\/\/127\.0\.0\.1:\d+/.test(cli.stderr), 'the web UI line');
+    const mailpit = new MailpitClient(`http://127.0.0.1:${httpPort}/`);
+    assert.equal((await mailpit.getConfiguration()).Label, 'ci inbox');
+    const transport = smtpTransport(smtpPort);
+    await transport.sendMail({ from: 'app@example.com', to: 'user@example.com', subject: 'Your code', text: 'code 987654' });
+    transport.close();
+    const m = await mailpit.waitForMessage({ query: 'to:user@example.com subject:code' }, { timeout: 5000, interval: 50 });
+    assert.match(m.Text, /code 987654/);
+    assert.equal(await mailpit.releaseMessage(m.ID, { To: ['ops@example.net'] }), 'ok');
+    assert.equal((await upstream.inbox.waitFor({ to: 'ops@example.net' }, { timeout: 5000 })).subject, 'Your code');
+    assert.equal(await mailpit.deleteMessages(), 'ok');
+    assert.equal((await mailpit.getInfo()).Messages, 0);
+  } finally {
+    await cli.stop();
+  }
 });
