@@ -232,10 +232,10 @@ test('mailpit-api: send (with attachments, tags, headers) and release to a local
   assert.deepEqual((await mailpit.getMessageHeaders(sent.ID))['X-Campaign'], ['spring']);
   await assert.rejects(mailpit.sendMessage({ From: { Email: 'not an address' }, To: [{ Email: 'x@example.test' }] }), /Mailpit API Error: 400/);
 
-  assert.equal(await mailpit.releaseMessage(sent.ID, { To: ['real@example.net'] }), 'ok');
+  assert.equal(await mailpit.releaseMessage(sent.ID, { To: ['real@example.net', 'Named One <named@example.net>'] }), 'ok');
   const out = await upstream.inbox.waitFor({ to: 'real@example.net' }, { timeout: 5000 });
   assert.equal(out.subject, 'Test Email');
-  assert.deepEqual(out.envelope.rcptTos, ['real@example.net']);
+  assert.deepEqual(out.envelope.rcptTos, ['real@example.net', 'named@example.net']);
   await assert.rejects(mailpit.releaseMessage(sent.ID, { To: [] }), /Mailpit API Error: 400/);
 });
 
