@@ -117,20 +117,9 @@ const SINGLETON_TLVS = new Set([
 
 /** Parses the TLVs in buf[start, end) into `data`; returns an error message or null. */
 function parseTLVs(buf: Buffer, start: number, end: number, data: ProxyData): string | null {
-  const seen = new Set<number>();
   let crcAt = -1;
-  let pos = start;
-  while (pos < end) {
-    if (end - pos < 3) return 'PROXY v2: truncated TLV';
-    const type = buf[pos]!;
-    const vlen = buf.readUInt16BE(pos + 1);
-    const vstart = pos + 3;
-    if (vstart + vlen > end) return 'PROXY v2: truncated TLV';
-    if (SINGLETON_TLVS.has(type)) {
-      if (seen.has(type)) return `PROXY v2: duplicate TLV 0x${hex2(type)}`;
-      seen.add(type);
-    }
-    const raw = buf.subarray(vstart, vstart + vlen);
+  const err = eachTLV(buf, start, end, 'TLV', (type) => SINGLETON_TLVS.has(type), (type, raw, vstart) => {
+    const vlen = raw.length;
     const value = Buffer.from(raw); // a copy: the caller's buffer may be reused
     data.tlvs.push({ type, value });
     switch (type) {
@@ -151,19 +140,17 @@ function parseTLVs(buf: Buffer, start: number, end: number, data: ProxyData): st
         if (vlen > 128) return 'PROXY v2: UNIQUE_ID longer than 128 bytes';
         data.uniqueId = value;
         break;
-      case PP2_TYPE_SSL: {
-        const err = parseSSL(raw, data);
-        if (err !== null) return err;
-        break;
-      }
+      case PP2_TYPE_SSL:
+        return parseSSL(raw, data);
       case PP2_TYPE_NETNS:
         data.netns = raw.toString('latin1');
         break;
       default:
         break; // NOOP (0x04) and unknown types: kept raw only
     }
-    pos = vstart + vlen;
-  }
+    return null;
+  });
+  if (err !== null) return err;
   if (crcAt >= 0) {
     // CRC32C over the whole header with the checksum field taken as zeros.
     let c = crc32cUpdate(0xffffffff, buf, 0, crcAt);
@@ -180,19 +167,8 @@ const ZERO4 = new Uint8Array(4);
 function parseSSL(v: Buffer, data: ProxyData): string | null {
   if (v.length < 5) return 'PROXY v2: SSL TLV shorter than 5 bytes';
   const ssl: NonNullable<ProxyData['ssl']> = { client: v[0]!, verify: v.readUInt32BE(1) };
-  const seen = new Set<number>();
-  let pos = 5;
-  while (pos < v.length) {
-    if (v.length - pos < 3) return 'PROXY v2: truncated SSL sub-TLV';
-    const type = v[pos]!;
-    const vlen = v.readUInt16BE(pos + 1);
-    const vstart = pos + 3;
-    if (vstart + vlen > v.length) return 'PROXY v2: truncated SSL sub-TLV';
-    const raw = v.subarray(vstart, vstart + vlen);
-    if (type >= PP2_SUBTYPE_SSL_VERSION && type <= PP2_SUBTYPE_SSL_KEY_ALG) {
-      if (seen.has(type)) return `PROXY v2: duplicate SSL sub-TLV 0x${hex2(type)}`;
-      seen.add(type);
-    }
+  const single = (type: number) => type >= PP2_SUBTYPE_SSL_VERSION && type <= PP2_SUBTYPE_SSL_KEY_ALG;
+  const err = eachTLV(v, 5, v.length, 'SSL sub-TLV', single, (type, raw) => {
     switch (type) {
       case PP2_SUBTYPE_SSL_VERSION:
         ssl.version = raw.toString('latin1');
@@ -215,9 +191,41 @@ function parseSSL(v: Buffer, data: ProxyData): string | null {
       default:
         break; // sub-types this module does not know are skipped
     }
+    return null;
+  });
+  if (err !== null) return err;
+  data.ssl = ssl;
+  return null;
+}
+
+/**
+ * Walks the type-length-value entries in buf[start, end): a truncated one, or a second one of a
+ * type `single` says may occur once, is an error; so is what `each` returns for one.
+ */
+function eachTLV(
+  buf: Buffer,
+  start: number,
+  end: number,
+  what: 'TLV' | 'SSL sub-TLV',
+  single: (type: number) => boolean,
+  each: (type: number, raw: Buffer, vstart: number) => string | null,
+): string | null {
+  const seen = new Set<number>();
+  let pos = start;
+  while (pos < end) {
+    if (end - pos < 3) return `PROXY v2: truncated ${what}`;
+    const type = buf[pos]!;
+    const vlen = buf.readUInt16BE(pos + 1);
+    const vstart = pos + 3;
+    if (vstart + vlen > end) return `PROXY v2: truncated ${what}`;
+    if (single(type)) {
+      if (seen.has(type)) return `PROXY v2: duplicate ${what} 0x${hex2(type)}`;
+      seen.add(type);
+    }
+    const err = each(type, buf.subarray(vstart, vstart + vlen), vstart);
+    if (err !== null) return err;
     pos = vstart + vlen;
   }
-  data.ssl = ssl;
   return null;
 }
 
