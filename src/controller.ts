@@ -1,13 +1,10 @@
 /**
  * Controllers start and stop a server for apps and tests (aiosmtpd's Controller): thin wrappers
- * that hand each accepted socket to a new SMTP instance.
+ * that hand each accepted socket to a new SMTP instance. Binding is in listen.ts and
+ * unix-socket.ts, the readiness probe in readiness-probe.ts, the stop's drain in drain.ts.
  */
-import cluster from 'node:cluster';
 import net from 'node:net';
 import tls from 'node:tls';
-import { randomBytes } from 'node:crypto';
-import { chmod, lstat, rename, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import type { Handler } from './handler.js';
 import { LMTP } from './lmtp.js';
 import { INTERNAL, type SMTPOptions } from './options.js';
@@ -16,80 +13,26 @@ import { Reply } from './replies.js';
 import type { SMTPServer } from './handler.js';
 import { ATTACH, SMTP, UNLOGGED } from './smtp.js';
 import { commandTable } from './commands/table.js';
-import { allowListOf } from './xclient.js';
+import { clientGate, type ClientGate } from './client-gate.js';
+import {
+  CONNECTION_DEFAULTS,
+  defaultReadyTimeout,
+  type BaseControllerOptions,
+  type ControllerOptions,
+  type UnixSocketControllerOptions,
+} from './controller-options.js';
+import { drainConnections } from './drain.js';
+import { listenTcp, type TcpAddress } from './listen.js';
+import { probeGreeting } from './readiness-probe.js';
+import { listenUnix, removeSocketFile, type SocketFile } from './unix-socket.js';
 
-export interface BaseControllerOptions extends Omit<SMTPOptions, 'hostname'> {
-  /** The name in the greeting and EHLO reply (SMTP's `hostname`). Default: the machine's name. */
-  serverHostname?: string;
-  /**
-   * Milliseconds start() waits for the server to answer. Default: TSMTPD_CONTROLLER_TIMEOUT
-   * (seconds) when set, else 5000.
-   */
-  readyTimeout?: number;
-  /** Milliseconds stop() lets a transaction in flight finish before it says 421. Default 1000. */
-  stopTimeout?: number;
-  /** Speak LMTP (RFC 2033) instead of SMTP. Default false. */
-  lmtp?: boolean;
-  /** Implicit TLS (SMTPS, RFC 8314): every connection starts with a TLS handshake. */
-  tls?: tls.TlsOptions;
-  /** Open connections at most; past it a new one gets 421 and is closed. Default 10000. */
-  maxConnections?: number;
-  /**
-   * The share of `maxConnections` at which the server is under stress (Postfix's stress mode):
-   * while that many connections are open, `stressTimeout` and `stressMaxErrors` apply to all of
-   * them; below it the usual limits come back. Default 0.8; a value above 1 turns it off.
-   */
-  stressThreshold?: number;
-  /** Open connections per client address (Postfix's smtpd_client_connection_count_limit). Default 50. */
-  maxConnectionsPerClient?: number;
-  /** Addresses or CIDR ranges free of the per-client limit. Default: loopback, as Postfix's mynetworks. */
-  connectionLimitExempt?: string[];
-}
-
-/**
- * How long stop() waits past its deadline for a handler still at work (storing a message it
- * will answer 250): short, so a hook that never settles cannot hold the stop.
- */
-const HANDLER_GRACE_MS = 2000;
-
-const CONNECTION_DEFAULTS = { max: 10_000, perClient: 50, exempt: ['127.0.0.0/8', '::1'], stress: 0.8 };
-
-export interface ControllerOptions extends BaseControllerOptions {
-  /**
-   * Address to bind. Default: both loopbacks, `::1` (where IPv6 works; `hostname` then reads
-   * `::1`) and `127.0.0.1` on the same port, so clients of `localhost` reach it either way.
-   */
-  hostname?: string;
-  /** Port to bind; 0 picks a free one, reported by `port` after start(). Default 8025. */
-  port?: number;
-}
-
-export interface UnixSocketControllerOptions extends BaseControllerOptions {
-  unixSocket: string;
-  /** File mode for the socket, e.g. 0o660. Default: as the umask leaves it. */
-  mode?: number;
-}
-
-function defaultReadyTimeout(): number {
-  const env = Number.parseFloat(process.env.TSMTPD_CONTROLLER_TIMEOUT ?? '');
-  return Number.isFinite(env) && env > 0 ? env * 1000 : 5000;
-}
-
-/** A PROXY protocol v2 header with the LOCAL command and no addresses. */
-const PROXY_V2_LOCAL = Buffer.concat([Buffer.from('\r\n\r\n\0\r\nQUIT\n', 'latin1'), Buffer.from([0x20, 0x00, 0x00, 0x00])]);
+export type { BaseControllerOptions, ControllerOptions, UnixSocketControllerOptions } from './controller-options.js';
+export { getLocalhost } from './listen.js';
+export { checkSocketPath } from './unix-socket.js';
 
 function toContext(value: tls.SecureContext | tls.SecureContextOptions | undefined): tls.SecureContext | undefined {
   if (value === undefined) return undefined;
   return 'context' in value ? (value as tls.SecureContext) : tls.createSecureContext(value as tls.SecureContextOptions);
-}
-
-/** aiosmtpd's get_localhost(): `::1` when this machine can bind it, else `127.0.0.1`. */
-export async function getLocalhost(): Promise<string> {
-  return new Promise((resolve) => {
-    const probe = net.createServer();
-    probe.once('error', () => resolve('127.0.0.1'));
-    probe.listen(0, '::1', () => probe.close(() => resolve('::1')));
-  });
 }
 
 /** How a controller binds its listener and how start() reaches it. */
@@ -133,34 +76,11 @@ abstract class BaseController implements AsyncDisposable {
     }
   }
 
-  private gate: { admit(address: string): boolean; leave(address: string): void } | null = null;
+  private gate: ClientGate | null = null;
 
-  /** Counts open connections per client address (maxConnectionsPerClient); exempt ones are free. */
-  private clientGate(): { admit(address: string): boolean; leave(address: string): void } {
-    if (this.gate !== null) return this.gate;
+  private clientGate(): ClientGate {
     const o = this.baseOptions;
-    const perClient = new Map<string, number>();
-    const exempt = allowListOf(o.connectionLimitExempt ?? CONNECTION_DEFAULTS.exempt);
-    const limit = o.maxConnectionsPerClient ?? CONNECTION_DEFAULTS.perClient;
-    const free = (address: string) => {
-      const a = address.replace(/^::ffff:/, '');
-      return a === '' || !net.isIP(a) || exempt.check(a, net.isIPv6(a) ? 'ipv6' : 'ipv4');
-    };
-    return (this.gate = {
-      admit(address) {
-        if (free(address)) return true;
-        const n = (perClient.get(address) ?? 0) + 1;
-        if (n > limit) return false;
-        perClient.set(address, n);
-        return true;
-      },
-      leave(address) {
-        if (free(address)) return;
-        const n = (perClient.get(address) ?? 1) - 1;
-        if (n <= 0) perClient.delete(address);
-        else perClient.set(address, n);
-      },
-    });
+    return (this.gate ??= clientGate(o.connectionLimitExempt ?? CONNECTION_DEFAULTS.exempt, o.maxConnectionsPerClient ?? CONNECTION_DEFAULTS.perClient));
   }
 
   /** Whether open connections are at stressThreshold of maxConnections or more now. */
@@ -296,44 +216,13 @@ abstract class BaseController implements AsyncDisposable {
 
   /** Connects as a client and waits for `220`, as aiosmtpd's controller does. */
   private checkGreeting(timeout: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      let socket: net.Socket;
-      let raw: net.Socket;
-      if (this.baseOptions.tls === undefined) {
-        socket = raw = net.connect(this.#binding!.connectOptions());
-      } else if (this.tlsAfterProxy !== undefined) {
-        // The header in clear, then TLS: as HAProxy does.
-        raw = net.connect(this.#binding!.connectOptions());
-        raw.write(PROXY_V2_LOCAL);
-        raw.on('error', () => {});
-        socket = tls.connect({ socket: raw, rejectUnauthorized: false });
-      } else {
-        socket = raw = tls.connect({ ...this.#binding!.connectOptions(), rejectUnauthorized: false } as tls.ConnectionOptions);
-      }
-      this.#probe = raw;
-      let got = '';
-      const fail = (error: Error) => {
-        clearTimeout(timer);
-        this.#probe = null;
-        socket.destroy();
-        reject(error);
-      };
-      const timer = setTimeout(() => fail(new Error(`server not ready within ${timeout} ms`)), timeout);
-      // Behind a load balancer the server waits for a PROXY header: send the health-check
-      // kind (v2 LOCAL), which keeps the socket's own address.
-      if (this.baseOptions.proxyProtocolTimeout && this.tlsAfterProxy === undefined) socket.write(PROXY_V2_LOCAL);
-      socket.setEncoding('latin1');
-      socket.on('data', (text: string) => {
-        got += text;
-        if (!got.includes('\n')) return;
-        clearTimeout(timer);
-        this.#probe = null;
-        socket.destroy();
-        if (got.startsWith('220')) resolve();
-        else reject(new Error(`unexpected greeting: ${got.trim()}`));
-      });
-      socket.on('error', (error) => fail(error));
-      socket.on('end', () => fail(new Error('server closed the connection before its greeting')));
+    return probeGreeting({
+      connect: this.#binding!.connectOptions(),
+      tls: this.baseOptions.tls !== undefined,
+      tlsAfterProxy: this.tlsAfterProxy !== undefined,
+      proxyProtocol: Boolean(this.baseOptions.proxyProtocolTimeout),
+      timeout,
+      track: (socket) => void (this.#probe = socket),
     });
   }
 
@@ -348,23 +237,7 @@ abstract class BaseController implements AsyncDisposable {
     this.#server = null;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     const closing = this.#binding!.closing?.();
-    for (const smtp of this.connections) smtp.drain();
-    const deadline = options.deadline ?? this.baseOptions.stopTimeout ?? 1000;
-    const force = setTimeout(() => {
-      for (const smtp of this.connections) smtp.shutdown();
-    }, deadline);
-    // A client that ignores the 421 and keeps its side open is cut off shortly after; one whose
-    // handler is still at work (storing a message) is given until a hard limit.
-    const cut = setTimeout(() => {
-      for (const smtp of this.connections) if (!smtp.commandRunning) smtp.destroy();
-    }, deadline + 1000);
-    const hard = setTimeout(() => {
-      for (const smtp of this.connections) smtp.destroy();
-    }, deadline + HANDLER_GRACE_MS);
-    await closed;
-    clearTimeout(force);
-    clearTimeout(cut);
-    clearTimeout(hard);
+    await drainConnections(this.connections, options.deadline ?? this.baseOptions.stopTimeout ?? 1000, closed);
     await closing;
     await this.#binding!.cleanup?.();
   }
@@ -380,8 +253,7 @@ abstract class BaseController implements AsyncDisposable {
 }
 
 export class Controller extends BaseController {
-  #hostname: string | undefined;
-  #port: number;
+  readonly #address: TcpAddress;
   /**
    * With no hostname: the 127.0.0.1 listener beside the ::1 one, so a client that resolves
    * `localhost` to either address finds the server (as the CLI's `localhost` does).
@@ -391,10 +263,9 @@ export class Controller extends BaseController {
   constructor(handler: Handler, options: ControllerOptions = {}) {
     const { hostname, port, ...rest } = options;
     super(handler, rest);
-    this.#hostname = hostname;
-    this.#port = port ?? 8025;
+    this.#address = { hostname, port: port ?? 8025 };
     bind(this, {
-      listen: (server) => this.#listen(server),
+      listen: async (server) => void (this.#ipv4Twin = await listenTcp(server, this.#address)),
       connectOptions: () => this.#connectOptions(),
       closing: () => this.#closeTwin(),
     });
@@ -402,36 +273,12 @@ export class Controller extends BaseController {
 
   /** The bound address (after start(), the local default when none was given). */
   get hostname(): string | undefined {
-    return this.#hostname;
+    return this.#address.hostname;
   }
 
   /** The bound port (after start(), the one the system picked for port 0). */
   get port(): number {
-    return this.#port;
-  }
-
-  async #listen(server: net.Server): Promise<void> {
-    const both = this.#hostname === undefined && (await getLocalhost()) === '::1';
-    this.#hostname ??= both ? '::1' : '127.0.0.1';
-    const requested = this.#port;
-    // Port 0 picks a free port on ::1 that another program may hold on 127.0.0.1: pick again.
-    for (let attempt = 1; ; attempt++) {
-      await listenOn(server, this.#port, this.#hostname);
-      const address = server.address();
-      if (address !== null && typeof address === 'object') this.#port = address.port;
-      if (!both) return;
-      // The twin hands its sockets to the main server, which serves them (TLS included).
-      const twin = net.createServer((socket) => server.emit('connection', socket));
-      try {
-        await listenOn(twin, this.#port, '127.0.0.1');
-        this.#ipv4Twin = twin;
-        return;
-      } catch (error) {
-        if (requested !== 0 || attempt === 5 || (error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-        this.#port = 0;
-      }
-    }
+    return this.#address.port;
   }
 
   async #closeTwin(): Promise<void> {
@@ -441,24 +288,17 @@ export class Controller extends BaseController {
   }
 
   #connectOptions(): net.NetConnectOpts {
-    const host = this.#hostname === '0.0.0.0' ? '127.0.0.1' : this.#hostname === '::' ? '::1' : this.#hostname;
-    return { host, port: this.#port };
+    const { hostname, port } = this.#address;
+    const host = hostname === '0.0.0.0' ? '127.0.0.1' : hostname === '::' ? '::1' : hostname;
+    return { host, port };
   }
-}
-
-function listenOn(server: net.Server, port: number, host: string): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
 }
 
 export class UnixSocketController extends BaseController {
   readonly unixSocket: string;
   readonly #mode: number | undefined;
+  /** The socket file we created, so stop() never removes another server's. */
+  #file: SocketFile | null = null;
 
   constructor(handler: Handler, options: UnixSocketControllerOptions) {
     const { unixSocket, mode, ...rest } = options;
@@ -466,85 +306,15 @@ export class UnixSocketController extends BaseController {
     this.unixSocket = unixSocket;
     this.#mode = mode;
     bind(this, {
-      listen: (server) => this.#listen(server),
+      listen: async (server) => void (this.#file = await listenUnix(server, this.unixSocket, this.#mode)),
       connectOptions: () => ({ path: this.unixSocket }),
       cleanup: () => this.#cleanup(),
     });
   }
 
-  /** Identity of the socket file we created, so stop() never removes another server's. */
-  #inode: { dev: number; ino: number; ctimeMs: number } | null = null;
-
-  async #listen(server: net.Server): Promise<void> {
-    if (cluster.isWorker) {
-      // Under --workers the cluster primary binds the path once and shares it; every worker
-      // names the same path (the CLI's primary cleared a stale file before forking).
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(this.unixSocket, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
-      if (this.#mode !== undefined) await chmod(this.unixSocket, this.#mode).catch(() => undefined);
-      return;
-    }
-    await checkSocketPath(this.unixSocket);
-    // Listen on a temporary name, set the mode, then rename into place: the socket never
-    // appears with the umask's permissions, a stale file is replaced atomically, and libuv
-    // (which unlinks the name it listened on when the server closes) never touches the
-    // final path, which may belong to another server by then.
-    const temp = join(dirname(this.unixSocket), `.tsmtpd-${process.pid}-${randomBytes(4).toString('hex')}.sock`);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(temp, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    if (this.#mode !== undefined) await chmod(temp, this.#mode);
-    await rename(temp, this.unixSocket);
-    const { dev, ino, ctimeMs } = await lstat(this.unixSocket);
-    this.#inode = { dev, ino, ctimeMs };
-  }
-
   async #cleanup(): Promise<void> {
-    const mine = this.#inode;
-    this.#inode = null;
-    if (mine === null) return;
-    try {
-      const now = await lstat(this.unixSocket);
-      // Inode numbers are reused at once on some file systems: the change time tells them apart.
-      if (now.dev === mine.dev && now.ino === mine.ino && now.ctimeMs === mine.ctimeMs) await unlink(this.unixSocket);
-    } catch (error) {
-      // Gone already, or no longer ours to remove (privileges dropped after binding): leave it;
-      // the next start replaces a stale socket anyway.
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' && code !== 'EACCES' && code !== 'EPERM') throw error;
-    }
+    const mine = this.#file;
+    this.#file = null;
+    if (mine !== null) await removeSocketFile(this.unixSocket, mine);
   }
-}
-
-/**
- * A socket file left by an earlier run may be replaced; a socket some live server still answers
- * on may not (EADDRINUSE, as for a TCP port), nor anything that is not a socket.
- */
-export async function checkSocketPath(path: string): Promise<void> {
-  try {
-    if (!(await lstat(path)).isSocket()) {
-      throw Object.assign(new Error(`listen EADDRINUSE: ${path} exists and is not a socket`), { code: 'EADDRINUSE' });
-    }
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw error;
-  }
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = net.connect({ path });
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (live) throw Object.assign(new Error(`listen EADDRINUSE: a server is running on ${path}`), { code: 'EADDRINUSE' });
 }

@@ -8,65 +8,30 @@
  * `timeout` too; between commands, a connection left alone for `idleTimeout` (its client vanished
  * mid-transaction) says QUIT and closes, and does not keep the process alive meanwhile.
  *
- * The message body is normalized (every bare CR and bare LF becomes CRLF) and dot-stuffed on
- * the way out by DataEncoder, chunk by chunk, so nothing in it can end the DATA early upstream.
+ * The message body goes out through DataEncoder (data-encoder.ts); replies are read by
+ * ReplyReader (upstream-replies.ts).
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { DataEncoder } from './data-encoder.js';
+import { ReplyReader } from './upstream-replies.js';
+import { DEFAULT_IDLE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, UpstreamError, type UpstreamOptions, type UpstreamReply } from './upstream-types.js';
 
-export interface UpstreamOptions {
-  host: string;
-  port: number;
-  /** The name we give in EHLO/HELO. */
-  name: string;
-  /** TLS from the first byte (SMTPS). Default false. */
-  secure?: boolean;
-  /** Do not use STARTTLS even when offered. Default false. */
-  ignoreTLS?: boolean;
-  /** Node TLS options for the connection (ca, servername, rejectUnauthorized, ...). */
-  tls?: tls.ConnectionOptions;
-  /** Milliseconds to connect, to get the greeting, to get each reply, for a blocked write. Default 30000. */
-  timeout?: number;
-  /** Milliseconds between commands after which the connection says QUIT and closes. Default 60000. */
-  idleTimeout?: number;
-  /** Speak LMTP (RFC 2033): LHLO instead of EHLO, and one reply per recipient after the body. */
-  lmtp?: boolean;
-}
+export { DataEncoder, encodeData, toCRLF } from './data-encoder.js';
+export {
+  DEFAULT_IDLE_TIMEOUT,
+  DEFAULT_UPSTREAM_TIMEOUT,
+  UpstreamError,
+  type UpstreamErrorCode,
+  type UpstreamOptions,
+  type UpstreamReply,
+} from './upstream-types.js';
 
-export const DEFAULT_UPSTREAM_TIMEOUT = 30_000;
-export const DEFAULT_IDLE_TIMEOUT = 60_000;
-
-/** One reply: its code and the text of each line (after `250-` / `250 `). */
-export interface UpstreamReply {
-  code: number;
-  lines: string[];
-}
-
-/** ETLS: the TLS handshake failed (a certificate that does not verify, a name that does not match). */
-export type UpstreamErrorCode = 'ECONNECTION' | 'ETIMEDOUT' | 'ECLOSED' | 'EPROTOCOL' | 'EGREETING' | 'EHELO' | 'ETLS';
-
-/** The connection failed: nothing more can be said on it. `reply` is the upstream's, when one caused it. */
-export class UpstreamError extends Error {
-  override name = 'UpstreamError';
-  constructor(
-    message: string,
-    readonly code: UpstreamErrorCode,
-    readonly reply: UpstreamReply | null = null,
-  ) {
-    super(message);
-  }
-}
-
-/** Longest reply line we read (RFC 5321 §4.5.3.1.5 says 512; some servers are generous). */
-const MAX_LINE = 8192;
-/** Most lines in one reply (a long EHLO has ~20). */
-const MAX_LINES = 200;
 /** Unasked 421 replies we keep (a server closing on its own); more is not SMTP. */
 const MAX_QUEUED = 2;
 /** The body is handed to the socket in pieces of this size, for backpressure. */
 const WRITE_PIECE = 256 * 1024;
 const QUIT_WAIT_MS = 5000;
-const REPLY_LINE = /^([2-5][0-9][0-9])(?:([ -])(.*))?$/s;
 
 type Settle = { resolve: (reply: UpstreamReply) => void; reject: (error: UpstreamError) => void };
 
@@ -76,8 +41,7 @@ export class Upstream {
   private readonly idleTimeout: number;
   private socket: net.Socket;
   private isSecure: boolean;
-  private pending: Buffer = Buffer.alloc(0);
-  private partial: { code: string; lines: string[] } | null = null;
+  private readonly replies = new ReplyReader();
   private readonly queue: UpstreamReply[] = [];
   private waiter: Settle | null = null;
   /** Rejecters of other waits (connect, TLS handshake, drain): the first failure ends them all. */
@@ -270,9 +234,8 @@ export class Upstream {
     plain.removeAllListeners('close');
     // Whatever came after the 220, before the handshake, is not to be trusted (RFC 3207 §4.2).
     this.dropping = false;
-    this.pending = Buffer.alloc(0);
+    this.replies.reset();
     this.queue.length = 0;
-    this.partial = null;
     const secure = tls.connect({ ...this.options.tls, socket: plain, host: this.options.host, servername: this.servername() });
     this.socket = secure;
     this.attach(secure);
@@ -294,35 +257,11 @@ export class Upstream {
 
   private onData(chunk: Buffer): void {
     if (this.dropping) return;
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    let nl: number;
-    while (this.error === null && !this.dropping && (nl = this.pending.indexOf(0x0a)) !== -1) {
-      const end = nl > 0 && this.pending[nl - 1] === 0x0d ? nl - 1 : nl;
-      if (end > MAX_LINE) break;
-      const line = this.pending.subarray(0, end).toString('utf8');
-      this.pending = this.pending.subarray(nl + 1);
-      this.onLine(line);
-    }
-    if (this.dropping) this.pending = Buffer.alloc(0);
-    else if (this.error === null && (this.pending.indexOf(0x0a) > MAX_LINE || this.pending.length > MAX_LINE + 2)) {
-      this.fail(new UpstreamError('reply line too long', 'EPROTOCOL'));
-    }
+    const error = this.replies.push(chunk, (reply) => this.onReply(reply), () => this.error === null && !this.dropping);
+    if (error !== null) this.fail(error);
   }
 
-  private onLine(line: string): void {
-    const m = REPLY_LINE.exec(line);
-    if (m === null || (this.partial !== null && this.partial.code !== m[1])) {
-      this.fail(new UpstreamError(`not an SMTP reply: ${JSON.stringify(line.slice(0, 100))}`, 'EPROTOCOL'));
-      return;
-    }
-    const partial = (this.partial ??= { code: m[1]!, lines: [] });
-    partial.lines.push(m[3] ?? '');
-    if (m[2] === '-') {
-      if (partial.lines.length > MAX_LINES) this.fail(new UpstreamError('reply too long', 'EPROTOCOL'));
-      return;
-    }
-    this.partial = null;
-    const reply = { code: Number(partial.code), lines: partial.lines };
+  private onReply(reply: UpstreamReply): void {
     if (reply.code === 421) this.closing = true;
     const waiter = this.waiter;
     if (waiter !== null) {
@@ -441,118 +380,4 @@ export class Upstream {
     if (this.idleTimer !== null) clearTimeout(this.idleTimer);
     this.idleTimer = null;
   }
-}
-
-const CR = 0x0d;
-const LF = 0x0a;
-const DOT = 0x2e;
-const CRLF = Buffer.from('\r\n');
-const DOT_BUF = Buffer.from('.');
-const END_OF_DATA = Buffer.from('.\r\n');
-const EMPTY = Buffer.alloc(0);
-
-/**
- * Turns message bytes into what goes on the wire after DATA: every bare CR and bare LF becomes
- * CRLF, a line that starts with a dot gets a second one (RFC 5321 §4.5.2), and end() adds the
- * final CRLF (when the message lacks one) and `.` CRLF. Chunks may split anywhere, a CRLF pair
- * included: the output is the same as for the whole message at once.
- */
-export class DataEncoder {
-  private atLineStart = true;
-  private pendingCR = false;
-
-  push(chunk: Buffer): Buffer {
-    const len = chunk.length;
-    if (len === 0) return EMPTY;
-    const out: Buffer[] = [];
-    let pos = 0;
-    if (this.pendingCR) {
-      this.pendingCR = false;
-      out.push(CRLF);
-      this.atLineStart = true;
-      if (chunk[0] === LF) pos = 1;
-    }
-    let start = pos;
-    let cr = chunk.indexOf(CR, pos);
-    let lf = chunk.indexOf(LF, pos);
-    while (pos < len) {
-      if (this.atLineStart) {
-        this.atLineStart = false;
-        if (chunk[pos] === DOT) {
-          if (pos > start) out.push(chunk.subarray(start, pos));
-          out.push(DOT_BUF);
-          start = pos;
-        }
-      }
-      if (cr !== -1 && cr < pos) cr = chunk.indexOf(CR, pos);
-      if (lf !== -1 && lf < pos) lf = chunk.indexOf(LF, pos);
-      const brk = cr === -1 ? lf : lf === -1 ? cr : Math.min(cr, lf);
-      if (brk === -1) break;
-      if (brk > start) out.push(chunk.subarray(start, brk));
-      if (chunk[brk] === CR) {
-        if (brk + 1 === len) {
-          // A CR at the end of a chunk: the next chunk tells whether it was half of a CRLF.
-          this.pendingCR = true;
-          start = pos = len;
-          break;
-        }
-        pos = chunk[brk + 1] === LF ? brk + 2 : brk + 1;
-      } else {
-        pos = brk + 1;
-      }
-      out.push(CRLF);
-      start = pos;
-      this.atLineStart = true;
-    }
-    if (start < len) out.push(chunk.subarray(start));
-    return out.length === 1 ? out[0]! : Buffer.concat(out);
-  }
-
-  /** The end of the message: the last line's CRLF if it has none, then `.` CRLF. */
-  end(): Buffer {
-    const parts: Buffer[] = [];
-    if (this.pendingCR) {
-      this.pendingCR = false;
-      parts.push(CRLF);
-      this.atLineStart = true;
-    }
-    if (!this.atLineStart) parts.push(CRLF);
-    parts.push(END_OF_DATA);
-    this.atLineStart = true;
-    return Buffer.concat(parts);
-  }
-}
-
-/** A whole message as it goes on the wire after DATA, terminator included. */
-export function encodeData(message: Buffer): Buffer {
-  const encoder = new DataEncoder();
-  return Buffer.concat([encoder.push(message), encoder.end()]);
-}
-
-/** Every bare CR and every bare LF becomes CRLF; CRLF pairs stay. Returns `data` itself when nothing changes. */
-export function toCRLF(data: Buffer): Buffer {
-  const parts: Buffer[] = [];
-  let start = 0;
-  let cr = data.indexOf(CR);
-  let lf = data.indexOf(LF);
-  while (cr !== -1 || lf !== -1) {
-    if (cr !== -1 && (lf === -1 || cr < lf)) {
-      if (data[cr + 1] === LF) {
-        // CRLF: that LF is the next one, skip the pair.
-        lf = data.indexOf(LF, cr + 2);
-        cr = data.indexOf(CR, cr + 2);
-        continue;
-      }
-      parts.push(data.subarray(start, cr), CRLF);
-      start = cr + 1;
-      cr = data.indexOf(CR, start);
-    } else {
-      parts.push(data.subarray(start, lf), CRLF);
-      start = lf + 1;
-      lf = data.indexOf(LF, start);
-    }
-  }
-  if (parts.length === 0) return data;
-  parts.push(data.subarray(start));
-  return Buffer.concat(parts);
 }
