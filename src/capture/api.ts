@@ -15,6 +15,7 @@ import { relayMessage, type RelayOptions } from './relay.js';
 import { compileSearch } from './search.js';
 import { checkRule, FaultSyntaxError, ruleToJSON } from './faults.js';
 import { APP_CSS, APP_JS, INDEX_HTML, UI_POLICY } from './ui-assets.js';
+import { cleanTag, tagList } from './tags.js';
 import { renderHTML, renderText } from './view.js';
 
 export interface ApiOptions {
@@ -46,14 +47,21 @@ const UNAVAILABLE: RouteHandler = (ctx) => {
   throw new HttpError(501, `${ctx.url.pathname.split('/').pop()} is not available in tsmtpd: it needs the internet or rule sets (SpamAssassin, caniemail, image processing) that a local capture server does not ship`);
 };
 
+/** A message by ID; `latest` is the newest, or with `?query=` the newest that matches (as Mailpit's LatestID). */
 function lookup(ctx: RequestContext, id = ctx.params[0]!): CapturedMessage {
-  const m = id === 'latest' ? ctx.capture.store.latest() : ctx.capture.store.get(id);
-  if (m === undefined) throw new HttpError(404, id === 'latest' ? 'no messages' : `message not found: ${id}`);
+  if (id !== 'latest') {
+    const m = ctx.capture.store.get(id);
+    if (m === undefined) throw new HttpError(404, `message not found: ${id}`);
+    return m;
+  }
+  const query = ctx.url.searchParams.get('query')?.trim() ?? '';
+  const m = query === '' ? ctx.capture.store.latest() : ctx.capture.store.all().findLast(compileSearch(query, ctx.url.searchParams.get('tz') ?? ''));
+  if (m === undefined) throw new HttpError(404, query === '' ? 'no messages' : `no message matches: ${query}`);
   return m;
 }
 
 function allTags(capture: Capture): string[] {
-  return [...new Set(capture.store.all().flatMap((m) => m.tags))].sort((a, b) => a.localeCompare(b));
+  return tagList(capture.store.all().flatMap((m) => m.tags)).sort((a, b) => a.localeCompare(b));
 }
 
 /** Newest first, as Mailpit lists. */
@@ -77,7 +85,7 @@ function page(ctx: RequestContext, matching: readonly CapturedMessage[]): void {
 function searchResults(ctx: RequestContext): CapturedMessage[] {
   const query = ctx.url.searchParams.get('query');
   if (query === null || query.trim() === '') throw new HttpError(400, 'query is required');
-  const test = compileSearch(query);
+  const test = compileSearch(query, ctx.url.searchParams.get('tz') ?? '');
   return ctx.capture.store.all().filter(test);
 }
 
@@ -111,7 +119,9 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
       if (ids.length > 0 && search !== '') throw new HttpError(400, 'You may specify either IDs or a search query, not both');
       const read = b['Read'] === true;
       const store = ctx.capture.store;
-      const targets = search !== '' ? store.all().filter(compileSearch(search)) : ids.length === 0 ? store.all() : ids.map((id) => lookup(ctx, id));
+      // An ID that is gone is skipped, as Mailpit's UPDATE ... WHERE ID IN (...) skips it.
+      const byId = () => ids.flatMap((id) => store.get(id) ?? []);
+      const targets = search !== '' ? store.all().filter(compileSearch(search, ctx.url.searchParams.get('tz') ?? '')) : ids.length === 0 ? store.all() : byId();
       setRead(ctx, targets, read);
       sendOK(ctx.res);
     },
@@ -210,7 +220,7 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
       );
       if (m === null) throw new HttpError(400, 'every recipient belongs to a closed isolated inbox');
       if (composed.tags.length > 0) {
-        m.tags = [...new Set([...m.tags, ...composed.tags])];
+        m.tags = tagList([...m.tags, ...composed.tags]);
         ctx.capture.store.updated(m);
       }
       sendJSON(ctx.res, { ID: m.id });
@@ -250,7 +260,7 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
     /^\/api\/v1\/tags$/,
     async (ctx) => {
       const b = await body(ctx);
-      const tags = [...new Set(stringList(b, 'Tags').map((t) => t.trim()).filter((t) => t !== ''))];
+      const tags = tagList(stringList(b, 'Tags'));
       for (const m of stringList(b, 'IDs').map((id) => lookup(ctx, id))) {
         m.tags = tags;
         ctx.capture.store.updated(m);
@@ -263,8 +273,8 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
     /^\/api\/v1\/tags\/([^/]+)$/,
     async (ctx) => {
       const b = await body(ctx);
-      const name = typeof b['Name'] === 'string' ? b['Name'].trim() : '';
-      if (name === '') throw new HttpError(400, 'Name is required');
+      const name = typeof b['Name'] === 'string' ? cleanTag(b['Name']) : '';
+      if (name === '') throw new HttpError(400, 'Name is required: a tag of a-z A-Z 0-9 - _ . @ and spaces');
       retag(ctx, ctx.params[0]!, name);
       sendOK(ctx.res);
     },
@@ -328,7 +338,11 @@ const routes: Array<[string, RegExp, RouteHandler]> = [
       });
     },
   ],
-  ['GET', /^\/view\/([^/]+)\.html$/, (ctx) => renderHTML(ctx.res, lookup(ctx), ctx.url.searchParams.get('remote') === '1')],
+  [
+    'GET',
+    /^\/view\/([^/]+)\.html$/,
+    (ctx) => renderHTML(ctx.res, lookup(ctx), { remote: ctx.url.searchParams.get('remote') === '1', embed: ctx.url.searchParams.get('embed') === '1' }),
+  ],
   ['GET', /^\/view\/([^/]+)\.txt$/, (ctx) => renderText(ctx.res, lookup(ctx))],
   ['GET', /^\/(livez|readyz)$/, (ctx) => sendOK(ctx.res)],
   ['GET', /^\/$/, (ctx) => send(ctx.res, 200, 'text/html; charset=utf-8', INDEX_HTML, { 'Content-Security-Policy': UI_POLICY })],
@@ -346,12 +360,16 @@ function faultInput<T>(change: () => T): T {
   }
 }
 
+/** Renames (or with null deletes) a tag on every message; as in Mailpit, names match ignoring case. */
 function retag(ctx: RequestContext, from: string, to: string | null): void {
   const old = from.toLowerCase();
+  const existing = allTags(ctx.capture).map((t) => t.toLowerCase());
+  if (!existing.includes(old)) throw new HttpError(404, `tag not found: ${from}`);
+  if (to !== null && to.toLowerCase() !== old && existing.includes(to.toLowerCase())) throw new HttpError(409, `tag already exists: ${to}`);
   for (const m of ctx.capture.store.all()) {
     if (!m.tags.some((t) => t.toLowerCase() === old)) continue;
     const kept = m.tags.filter((t) => t.toLowerCase() !== old);
-    m.tags = to === null ? kept : [...new Set([...kept, to])];
+    m.tags = to === null ? kept : tagList([...kept, to]);
     ctx.capture.store.updated(m);
   }
 }

@@ -4,6 +4,7 @@
  * request cannot add headers or split the message.
  */
 import { randomBytes } from 'node:crypto';
+import { tagList } from './tags.js';
 
 export class ComposeError extends Error {}
 
@@ -104,7 +105,7 @@ export function composeMessage(body: unknown, hostname = 'tsmtpd.localhost'): Co
   const subject = headerSafe(text(body['Subject'], 'Subject'), 'Subject');
   const plain = text(body['Text'], 'Text');
   const html = text(body['HTML'], 'HTML');
-  const tags = list(body['Tags'], 'Tags', (v, what) => headerSafe(text(v, what), what).trim()).filter((t) => t !== '');
+  const tags = tagList(list(body['Tags'], 'Tags', text));
 
   const head: string[] = [
     `From: ${from.header}`,

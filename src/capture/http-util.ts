@@ -94,3 +94,16 @@ export function intParam(url: URL, name: string, fallback: number): number {
   if (!/^[0-9]{1,9}$/.test(raw)) throw new HttpError(400, `${name} must be a non-negative integer`);
   return Number(raw);
 }
+
+/**
+ * The request's URL. Repeated slashes in the path collapse, as Go's ServeMux (Mailpit's router)
+ * cleans them: cypress-mailpit asks for `//view/ID.html`, and a bare `//x` would otherwise be
+ * read as a host name.
+ */
+export function requestURL(raw: string | undefined): URL {
+  const target = raw ?? '/';
+  if (!target.startsWith('/')) return new URL(target, 'http://capture.invalid');
+  const q = target.search(/[?#]/);
+  const path = (q < 0 ? target : target.slice(0, q)).replace(/\/{2,}/g, '/');
+  return new URL(`http://capture.invalid${path}${q < 0 ? '' : target.slice(q)}`);
+}

@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import { VERSION } from '../version.js';
 import { dispatch, type ApiOptions } from './api.js';
 import type { Capture } from './capture.js';
-import { HttpError, sendError } from './http-util.js';
+import { HttpError, requestURL, sendError } from './http-util.js';
 import { summary } from './mailpit-json.js';
 import type { RelayOptions } from './relay.js';
 import type { StoreEvent } from './store.js';
@@ -157,7 +157,7 @@ export class CaptureHttpServer {
         res.setHeader('WWW-Authenticate', 'Basic realm="tsmtpd", charset="UTF-8"');
         throw new HttpError(401, 'authentication required');
       }
-      const url = new URL(req.url ?? '/', 'http://capture.invalid');
+      const url = requestURL(req.url);
       await dispatch({ capture: this.capture, options: this.api, req, res, url, user, startedAt: this.startedAt });
     } catch (error) {
       if (error instanceof HttpError) sendError(res, error.status, error.message);
@@ -167,7 +167,7 @@ export class CaptureHttpServer {
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex): Promise<void> {
     socket.on('error', () => socket.destroy());
-    const path = new URL(req.url ?? '/', 'http://capture.invalid').pathname;
+    const path = requestURL(req.url).pathname;
     if (path !== '/api/events') {
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"Error":"no WebSocket here: use /api/events"}');
       return;

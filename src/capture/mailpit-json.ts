@@ -7,6 +7,7 @@ import type { Attachment } from 'mailparser';
 import { htmlToText } from './text.js';
 import { isInline, type AddressEntry, type CapturedMessage } from './message.js';
 import { attachmentCount, replyTo } from './search.js';
+import { tagList } from './tags.js';
 
 export interface MailpitAddress {
   Name: string;
@@ -144,17 +145,19 @@ function canonical(name: string): string {
   return name.toLowerCase().replace(/(^|-)([a-z])/g, (_, dash: string, c: string) => dash + c.toUpperCase());
 }
 
-/** Every header, name to its values in order (Mailpit's MessageHeadersResponse). */
+/** Every header, name to its values in order (Mailpit's MessageHeadersResponse), names sorted as Go's JSON sorts map keys. */
 export function headers(m: CapturedMessage): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
+  const byName = new Map<string, string[]>();
   for (const h of m.parsed.headerLines) {
     const name = canonical(h.key);
-    (out[name] ??= []).push(h.line.slice(h.line.indexOf(':') + 1).replace(/\r?\n[ \t]+/g, ' ').trim());
+    const values = byName.get(name) ?? [];
+    values.push(h.line.slice(h.line.indexOf(':') + 1).replace(/\r?\n[ \t]+/g, ' ').trim());
+    byName.set(name, values);
   }
-  return out;
+  return Object.fromEntries([...byName].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /** `X-Tags: a, b` (Mailpit's way to tag a message from the sender). */
 export function tagsFromHeader(m: CapturedMessage): string[] {
-  return [...new Set(m.headerValues('x-tags').flatMap((v) => v.split(',')).map((t) => t.trim()).filter((t) => t !== ''))];
+  return tagList(m.headerValues('x-tags').flatMap((v) => v.split(',')));
 }

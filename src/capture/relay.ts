@@ -24,7 +24,11 @@ function refused(step: string, reply: UpstreamReply): HttpError {
   return new HttpError(502, `the relay refused ${step}: ${reply.code} ${reply.lines.join(' ')}`);
 }
 
-export async function relayMessage(options: RelayOptions, message: CapturedMessage, to: readonly string[]): Promise<void> {
+/** `Name <a@b>` -> `a@b`: Mailpit's release takes what Go's mail.ParseAddress takes. */
+const bareAddress = (value: string): string => /^[^<>]*<([^<>]*)>\s*$/.exec(value)?.[1] ?? value.trim();
+
+export async function relayMessage(options: RelayOptions, message: CapturedMessage, recipients: readonly string[]): Promise<void> {
+  const to = recipients.map(bareAddress);
   const bad = to.filter((a) => !ADDRESS.test(a));
   if (bad.length > 0) throw new HttpError(400, `Invalid email address: ${bad.join(', ')}`);
   const fromHeader = message.from?.address ?? '';

@@ -35,9 +35,31 @@ export function sizeToBytes(value: string): number {
   return 0;
 }
 
-/** A date for after:/before: (YYYY-MM-DD, an ISO timestamp, or what Date.parse takes); null when invalid. */
-function parseDate(value: string): number | null {
-  const t = Date.parse(/^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T00:00:00` : value);
+/** How far `zone`'s wall clock is ahead of UTC at `instant`, ms; null for a zone Intl does not know. */
+function zoneOffset(zone: string, instant: number): number | null {
+  let parts: Intl.DateTimeFormatPart[];
+  try {
+    parts = new Intl.DateTimeFormat('en-US', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' }).formatToParts(instant);
+  } catch {
+    return null;
+  }
+  const n = (type: string) => Number(parts.find((p) => p.type === type)?.value ?? 0);
+  return Date.UTC(n('year'), n('month') - 1, n('day'), n('hour'), n('minute'), n('second')) - Math.floor(instant / 1000) * 1000;
+}
+
+/**
+ * A date for after:/before: (YYYY-MM-DD, an ISO timestamp, or what Date.parse takes); null when
+ * invalid. A date or time without an offset is read in `zone` (Mailpit's `tz` parameter), else
+ * in the server's zone; an unknown zone is ignored, as Mailpit ignores it.
+ */
+function parseDate(value: string, zone: string): number | null {
+  const iso = /^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T00:00:00` : value;
+  if (zone !== '' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(iso)) {
+    const wall = Date.parse(`${iso}Z`);
+    const first = zoneOffset(zone, wall);
+    if (first !== null && !Number.isNaN(wall)) return wall - (zoneOffset(zone, wall - first) ?? first);
+  }
+  const t = Date.parse(iso);
   return Number.isNaN(t) ? null : t;
 }
 
@@ -94,7 +116,7 @@ function searchText(m: CapturedMessage): string {
   return text;
 }
 
-function wordTest(word: string): Test | null {
+function wordTest(word: string, zone: string): Test | null {
   const lower = word.toLowerCase();
   const colon = lower.indexOf(':');
   const prefix = colon > 0 ? lower.slice(0, colon) : '';
@@ -123,7 +145,7 @@ function wordTest(word: string): Test | null {
       return (m) => inlineCount(m) > 0;
   }
   if (prefix === 'after' || prefix === 'before') {
-    const t = parseDate(value.trim());
+    const t = parseDate(value.trim(), zone);
     if (t === null) return null; // Mailpit ignores an invalid date
     return prefix === 'after' ? (m) => m.receivedAt.getTime() >= t : (m) => m.receivedAt.getTime() <= t;
   }
@@ -134,8 +156,8 @@ function wordTest(word: string): Test | null {
   return (m) => searchText(m).includes(lower);
 }
 
-/** The predicate for a Mailpit query; an empty query matches everything. */
-export function compileSearch(query: string): Test {
+/** The predicate for a Mailpit query; an empty query matches everything. `zone`: see parseDate. */
+export function compileSearch(query: string, zone = ''): Test {
   const tests: Test[] = [];
   for (let word of splitQuery(query)) {
     let negate = false;
@@ -143,7 +165,7 @@ export function compileSearch(query: string): Test {
       negate = true;
       word = word.slice(1);
     }
-    const test = wordTest(word);
+    const test = wordTest(word, zone);
     if (test !== null) tests.push(negate ? (m) => !test(m) : test);
   }
   return (m) => tests.every((t) => t(m));

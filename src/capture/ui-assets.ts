@@ -139,7 +139,7 @@ function showTab(tab) {
   const m = state.current;
   if (!m) return;
   if (tab === 'html') {
-    $('html-frame').src = '/view/' + encodeURIComponent(m.ID) + '.html' + ($('remote').checked ? '?remote=1' : '');
+    $('html-frame').src = '/view/' + encodeURIComponent(m.ID) + '.html?embed=1' + ($('remote').checked ? '&remote=1' : '');
   } else if (tab === 'raw') {
     api('/api/v1/message/' + encodeURIComponent(m.ID) + '/raw').then((text) => { $('tab-raw').textContent = text; });
   } else if (tab === 'headers') {

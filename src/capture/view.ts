@@ -5,7 +5,7 @@
  * load only when asked (`?remote=1`); meta refresh is removed, inline (cid:) images are embedded.
  */
 import type { ServerResponse } from 'node:http';
-import { send } from './http-util.js';
+import { HttpError, send } from './http-util.js';
 import type { CapturedMessage } from './message.js';
 
 export function viewPolicy(remote: boolean): string {
@@ -59,10 +59,16 @@ export function embedInline(html: string, message: CapturedMessage): string {
   });
 }
 
-export function renderHTML(res: ServerResponse, message: CapturedMessage, remote: boolean): void {
-  const html = message.html ?? '';
-  const doc = `<!DOCTYPE html><base target="_blank">${embedInline(stripMetaEquiv(html), message)}`;
-  send(res, 200, 'text/html; charset=utf-8', doc, { 'Content-Security-Policy': viewPolicy(remote) });
+/**
+ * The HTML as it came (test suites load it in a page and click its links, as with Mailpit), or,
+ * with `embed` (the web UI's iframe, Mailpit's `?embed=1`), with links opening a new window.
+ * A message without HTML is a 404, as in Mailpit.
+ */
+export function renderHTML(res: ServerResponse, message: CapturedMessage, options: { remote: boolean; embed: boolean }): void {
+  if (message.html === null || message.html === '') throw new HttpError(404, 'This message does not contain a HTML part');
+  const html = embedInline(stripMetaEquiv(message.html), message);
+  const doc = options.embed ? `<!DOCTYPE html><base target="_blank">${html}` : html;
+  send(res, 200, 'text/html; charset=utf-8', doc, { 'Content-Security-Policy': viewPolicy(options.remote) });
 }
 
 export function renderText(res: ServerResponse, message: CapturedMessage): void {
