@@ -9,27 +9,29 @@
  * are collected and written in one go when the input runs dry or a hook must be awaited.
  *
  * Longer than ~400 lines on purpose: the connection's state is #private, which only methods in
- * the class body can reach, so splitting it would mean making that state visible again. What
- * is not state went out: line dispatch (commands/dispatch.ts), TLS sockets (tls-upgrade.ts),
- * peers (peer.ts), framing and line limits (framing.ts, line-limit.ts).
+ * the class body can reach, so splitting it further would mean making that state visible again.
+ * What is not its state went out: line dispatch (commands/dispatch.ts), the DATA body's input
+ * (data-input.ts), the PROXY header's (proxy-intake.ts), the session-ending counters
+ * (connection-limits.ts), its log (connection-log.ts), TLS sockets (tls-upgrade.ts), peers and
+ * allow-lists (peer.ts), framing (framing.ts).
  */
 import { hostname as osHostname } from 'node:os';
-import { isIPv6, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
-import { ChunkReader, CommandFramer, DataReader, type Body, type FramedLine } from './framing.js';
-import { LineLengthWatch } from './line-limit.js';
-import { DEFAULTS, INTERNAL, type Logger, type LogRecord, type SMTPOptions } from './options.js';
-import { emit, nextConnectionId } from './log.js';
+import { ChunkReader, CommandFramer, type Body, type FramedLine } from './framing.js';
+import { DataInput } from './data-input.js';
+import { ConnectionLog } from './connection-log.js';
+import { ConnectionLimits } from './connection-limits.js';
+import { DEFAULTS, INTERNAL, type SMTPOptions } from './options.js';
 import { secureContextOf, tlsInfo } from './tls-info.js';
 import { upgradeAfterPreface, upgradeSocket } from './tls-upgrade.js';
 import type { Handler, MaybePromise, SMTPServer } from './handler.js';
 import { exceptionReply, replyOf } from './hooks.js';
 import { Reply, unrecognized } from './replies.js';
 import { Envelope, Session, formatPeer } from './session.js';
-import { peerOf, proxiedPeer } from './peer.js';
-import { parseProxyHeader, type ProxyData } from './proxy-protocol.js';
+import { onAllowList, peerOf, proxiedPeer } from './peer.js';
+import { ProxyHeaderInput, proxyAdmitted } from './proxy-intake.js';
 import { IDLE_TICKS, ON_IDLE, STRESS_TICKS, idleSweep, type Idler } from './idle-sweep.js';
-import { allowListOf } from './xclient.js';
 import type { BodyState, EngineContext, HookArgs, ReadBody, ReplyHook } from './context.js';
 import { runLine, type CommandTable } from './commands/dispatch.js';
 import { VERSION } from './version.js';
@@ -47,16 +49,6 @@ const LONGEST_LINE = 12_288;
 const LF = 0x0a;
 /** Octets of one over-long command line that are read and dropped before the connection is closed. */
 const MAX_DISCARD = 1_048_576;
-
-const silentLogger: Logger = {
-  debugEnabled: false,
-  debug() {},
-  info() {},
-  warn() {},
-  error(message, error) {
-    console.error(`tsmtpd: ${message}`, error ?? '');
-  },
-};
 
 const OWNER = Symbol('tsmtpd connection');
 type OwnedSocket = Socket & { [OWNER]: Connection };
@@ -105,18 +97,12 @@ export class Connection implements EngineContext, Idler {
   #bdat: Body | null = null;
   #stream: BodyState['stream'] = null;
   #envelope: Envelope | null = null;
-  readonly #logger: Logger;
-  #debugLogging: boolean;
-  /** -dd: body sizes, TLS parameters, hook timings. */
-  #detailLogging: boolean;
-  readonly #id = nextConnectionId();
+  readonly #log: ConnectionLog;
+  readonly #limits: ConnectionLimits;
   #socket: Socket | null = null;
   readonly #framer: CommandFramer;
   #mode: Mode = Mode.Command;
-  #reader: DataReader | null = null;
-  #lineWatch: LineLengthWatch | null = null;
-  /** Set when the line limit was crossed before the size limit. */
-  #lineTooLong = false;
+  #data: DataInput | null = null;
   #chunk: ChunkReader | null = null;
   /** What to run, in command order, once a body or chunk has been read. */
   #finished: (() => void | Promise<void>) | null = null;
@@ -131,24 +117,18 @@ export class Connection implements EngineContext, Idler {
   #closeRequested = false;
   /** The 421 that shutdown() asked for while a command was running. */
   #pendingShutdown: string | null = null;
-  /** The PROXY header read so far, while it is awaited. */
-  #proxyHeader: Buffer | null = null;
+  /** The PROXY header, while it is awaited. */
+  #proxyHeader: ProxyHeaderInput | null = null;
   #proxyTimer: NodeJS.Timeout | null = null;
   /** TLS handshake bytes that came in the same read as the PROXY header. */
   #tlsPreface: Buffer | null = null;
   /** The whole-body deadline of the transaction in progress. */
   #dataTimer: NodeJS.Timeout | null = null;
   #waitingForDrain = false;
-  #unrecognizedCount = 0;
-  #errorCount = 0;
-  #authFailures = 0;
   /** Octets dropped of the over-long command line being read now. */
   #discarded = 0;
-  /** RCPTs past maxRecipients in this transaction. */
-  #overshoot = 0;
   #xclientOK: boolean | null = null;
   #xforwardOK: boolean | null = null;
-  #callBudget: Map<string, number> | null = null;
   /** Set while a command waits for the client's next line. */
   #lineWaiter: ((line: FramedLine | null) => void) | null = null;
   #onClosed: Closed | null = null;
@@ -172,10 +152,8 @@ export class Connection implements EngineContext, Idler {
     this.enableSMTPUTF8 = options.enableSMTPUTF8 ?? false;
     this.decodeData = options.decodeData ?? false;
     this.timeout = options.timeout ?? DEFAULTS.timeout;
-    this.#logger = options.logger ?? silentLogger;
-    // Formatting a debug line per command costs, even for a logger that drops it.
-    this.#debugLogging = this.#logger.debugEnabled !== false;
-    this.#detailLogging = this.#debugLogging && this.#logger.detailEnabled === true;
+    this.#log = new ConnectionLog(options.logger);
+    this.#limits = new ConnectionLimits(options);
     const base = options.commandSizeLimit ?? DEFAULTS.commandSizeLimit;
     this.#framer = new CommandFramer(Math.max(base, LONGEST_LINE));
     this.#stress = options[INTERNAL]?.stress ?? null;
@@ -199,7 +177,7 @@ export class Connection implements EngineContext, Idler {
 
   /** A connection that is no client (the controller's readiness probe): keep it out of the log. */
   unlogged(): void {
-    this.#debugLogging = this.#detailLogging = false;
+    this.#log.mute();
   }
 
   /** The transaction in progress; made when first asked for, so an idle connection has none. */
@@ -232,27 +210,14 @@ export class Connection implements EngineContext, Idler {
     return this.#busy && this.#lineWaiter === null;
   }
 
-  /**
-   * XCLIENT is for the proxies the operator trusts. Judged once per connection, by the client a
-   * PROXY header names when there is one (else a load balancer on the allow-list would vouch
-   * for everyone behind it), never by what an earlier XCLIENT said.
-   */
+  /** XCLIENT is for the proxies the operator trusts: judged once per connection (peer.ts). */
   get xclientAllowed(): boolean {
-    return (this.#xclientOK ??= this.#trusts(this.options.xclientAllow));
+    return (this.#xclientOK ??= onAllowList(this.options.xclientAllow, this.#socket, this.#session.proxyData));
   }
 
   /** XFORWARD likewise, for the MTAs in front of a content filter (xforwardAllow). */
   get xforwardAllowed(): boolean {
-    return (this.#xforwardOK ??= this.#trusts(this.options.xforwardAllow));
-  }
-
-  #trusts(allow: string[] | undefined): boolean {
-    const socket = this.#socket;
-    if (allow === undefined || allow.length === 0 || socket === null) return false;
-    const proxied = this.#session.proxyData === null ? null : proxiedPeer(this.#session.proxyData);
-    const address = (proxied?.address ?? socket.remoteAddress)?.replace(/^::ffff:/, '');
-    if (address === undefined || address === '') return false;
-    return allowListOf(allow).check(address, isIPv6(address) ? 'ipv6' : 'ipv4');
+    return (this.#xforwardOK ??= onAllowList(this.options.xforwardAllow, this.#socket, this.#session.proxyData));
   }
 
   // ---- lifetime --------------------------------------------------------------------------
@@ -263,7 +228,7 @@ export class Connection implements EngineContext, Idler {
     this.#onClosed = closed;
     this.#session = new Session(peerOf(socket));
     this.#tcpAddress = this.#session.peer.address;
-    if (this.#debugLogging) this.#log({ level: 'info', connection: this.#id, peer: formatPeer(this.#session.peer), text: 'connected' });
+    if (this.#log.debug) this.#log.record({ level: 'info', peer: formatPeer(this.#session.peer), text: 'connected' });
     socket.setNoDelay(true);
     this.#listen(socket);
     if (this.timeout > 0) idleSweep(this.timeout).add(this);
@@ -272,7 +237,7 @@ export class Connection implements EngineContext, Idler {
     // Implicit TLS (RFC 8314): the handshake is done before the greeting.
     if (socket instanceof TLSSocket && socket.encrypted) {
       this.#session.tls = tlsInfo(socket);
-      if (this.#detailLogging) this.#logTLS();
+      if (this.#log.detail) this.#log.tls(this.#session.tls);
     }
     const proxyTimeout = this.options.proxyProtocolTimeout;
     if (proxyTimeout !== undefined && proxyTimeout > 0) this.#awaitProxyHeader(proxyTimeout);
@@ -302,9 +267,9 @@ export class Connection implements EngineContext, Idler {
    */
   #awaitProxyHeader(timeout: number): void {
     this.#mode = Mode.Proxy;
-    this.#proxyHeader = Buffer.alloc(0);
+    this.#proxyHeader = new ProxyHeaderInput();
     const timer = setTimeout(() => {
-      this.#event('info', `no PROXY header within ${timeout} ms`);
+      this.#log.event('info', `no PROXY header within ${timeout} ms`);
       this.destroy();
     }, timeout);
     this.#socket!.once('close', () => clearTimeout(timer));
@@ -312,27 +277,23 @@ export class Connection implements EngineContext, Idler {
   }
 
   #onProxyData(chunk: Buffer): void {
-    const buf = Buffer.concat([this.#proxyHeader!, chunk]);
-    const parsed = parseProxyHeader(buf);
-    if (parsed.status === 'incomplete') {
-      this.#proxyHeader = buf;
-      return;
-    }
+    const parsed = this.#proxyHeader!.push(chunk);
+    if (parsed.status === 'incomplete') return;
     clearTimeout(this.#proxyTimer!);
     this.#proxyHeader = null;
     this.#mode = Mode.Command;
     if (parsed.status === 'invalid') {
-      this.#event('info', `invalid PROXY header: ${parsed.reason}`);
+      this.#log.event('info', `invalid PROXY header: ${parsed.reason}`);
       return this.destroy();
     }
     const data = parsed.data;
     const real = proxiedPeer(data);
     if (real !== null) {
       this.#session.peer = real;
-      if (this.#debugLogging) this.#event('info', `PROXY header: the client is ${formatPeer(real)}`);
+      if (this.#log.debug) this.#log.event('info', `PROXY header: the client is ${formatPeer(real)}`);
     }
     this.#session.proxyData = data;
-    const rest = buf.subarray(parsed.length);
+    const rest = parsed.rest;
     if (rest.length > 0) {
       // Behind the header comes either SMTP or, for implicit TLS, the client's TLS handshake.
       if (this.options[INTERNAL]?.tlsAfterProxy !== undefined) this.#tlsPreface = rest;
@@ -340,18 +301,10 @@ export class Connection implements EngineContext, Idler {
     }
     this.#busy = true;
     this.#socket?.pause();
-    void this.#acceptProxy(data);
+    void proxyAdmitted(this.handler, this.server, this.#session, this.envelope, data, (m, e) => this.logError(m, e)).then((ok) => this.#admitProxied(ok));
   }
 
-  async #acceptProxy(data: ProxyData): Promise<void> {
-    const h = this.handler;
-    let accepted = true;
-    try {
-      if (h.handlePROXY !== undefined) accepted = (await h.handlePROXY(this.server, this.#session, this.envelope, data)) === true;
-    } catch (error) {
-      this.logError('handlePROXY error', error);
-      accepted = false;
-    }
+  #admitProxied(accepted: boolean): void {
     this.#busy = false;
     if (!accepted) return this.destroy();
     const internal = this.options[INTERNAL];
@@ -387,13 +340,13 @@ export class Connection implements EngineContext, Idler {
   /** The handshake's deadline, and session.tls once it is done. */
   #handshake(secure: TLSSocket, then: (() => void) | null): void {
     const timer = setTimeout(() => {
-      this.#event('info', 'TLS handshake timed out');
+      this.#log.event('info', 'TLS handshake timed out');
       secure.destroy();
     }, this.options.tlsHandshakeTimeout ?? DEFAULTS.tlsHandshakeTimeout);
     secure.once('secure', () => {
       clearTimeout(timer);
       this.#session.tls = tlsInfo(secure);
-      if (this.#detailLogging) this.#logTLS();
+      if (this.#log.detail) this.#log.tls(this.#session.tls);
       then?.();
     });
     secure.once('close', () => clearTimeout(timer));
@@ -420,7 +373,7 @@ export class Connection implements EngineContext, Idler {
   }
 
   replaceSession(session: Session): void {
-    if (this.#debugLogging && session.peer !== this.#session.peer) this.#event('info', `the client is now ${formatPeer(session.peer)}`);
+    if (this.#log.debug && session.peer !== this.#session.peer) this.#log.event('info', `the client is now ${formatPeer(session.peer)}`);
     this.#session = session;
     this.resetTransaction();
   }
@@ -434,16 +387,16 @@ export class Connection implements EngineContext, Idler {
     this.#closing = true;
     if (this.timeout > 0) idleSweep(this.timeout).delete(this);
     if (this.#stressTimeout > 0) idleSweep(this.#stressTimeout, true).delete(this);
-    this.#reader = null;
+    this.#data = null;
     this.stopDataTimer();
     this.abortStream('connection lost');
     this.#lineWaiter?.(null);
-    if (this.#debugLogging) this.#event('info', 'disconnected');
+    if (this.#log.debug) this.#log.event('info', 'disconnected');
     this.#onClosed?.(this.server, this.#tcpAddress);
   }
 
   onSocketError(error: Error): void {
-    if (this.#debugLogging) this.#event('debug', `socket error: ${error.message}`);
+    if (this.#log.debug) this.#log.event('debug', `socket error: ${error.message}`);
   }
 
   /** Writes what is pending and closes. Called from a hook, it waits for the hook's reply. */
@@ -460,7 +413,7 @@ export class Connection implements EngineContext, Idler {
    * (or AUTH response) this long is not read to its end: 421, and nothing more is read.
    */
   #refuseEndlessLine(): void {
-    this.#event('info', `command line longer than ${MAX_DISCARD} octets`);
+    this.#log.event('info', `command line longer than ${MAX_DISCARD} octets`);
     // A running hook's reply goes first; the socket is paused meanwhile.
     if (this.#busy && this.#lineWaiter === null) return this.shutdown(Reply.LINE_FAR_TOO_LONG);
     this.push(Reply.LINE_FAR_TOO_LONG);
@@ -522,7 +475,7 @@ export class Connection implements EngineContext, Idler {
     if (stress && !this.#stressed) return false;
     // A slow hook is not an idle client.
     if (this.#closing || (this.#busy && this.#lineWaiter === null)) return true;
-    this.#event('info', stress ? 'timed out (under stress)' : 'timed out');
+    this.#log.event('info', stress ? 'timed out (under stress)' : 'timed out');
     this.shutdown(Reply.TIMEOUT);
     return true;
   }
@@ -564,48 +517,18 @@ export class Connection implements EngineContext, Idler {
   }
 
   #feedBody(chunk: Buffer): void {
-    const reader = this.#reader!;
-    let rest: Buffer | null;
-    const past = this.#lineWatch?.see(chunk) ?? -1;
-    if (past < 0) {
-      rest = reader.push(chunk);
-    } else {
-      // The limit crossed first decides (552 for size, 500 for a line): read up to the line's
-      // excess, look at the size, then read on.
-      const head = reader.push(chunk.subarray(0, past));
-      if (head !== null) {
-        rest = Buffer.concat([head, chunk.subarray(past)]); // the body ended first: no long line in it
-      } else {
-        if (!reader.overflowed) this.#lineTooLong = true;
-        rest = reader.push(chunk.subarray(past));
-      }
-    }
-    if (reader.overflowed) this.#stream?.body.overflow(this.dataSizeLimit);
+    const input = this.#data!;
+    const rest = input.push(chunk);
+    if (input.overflowed) this.#stream?.body.overflow(this.dataSizeLimit);
     if (rest === null) return;
-    if (this.#detailLogging) this.#event('debug', `message body: ${reader.size} octets${reader.overflowed ? ' (over the size limit)' : ''}`);
-    this.#reader = null;
-    this.#lineWatch = null;
+    if (this.#log.detail) this.#log.event('debug', `message body: ${input.size} octets${input.overflowed ? ' (over the size limit)' : ''}`);
+    this.#data = null;
     this.#mode = Mode.Command;
     const then = this.#afterBody!;
     this.#afterBody = null;
-    const lineTooLong = this.#lineTooLong;
-    this.#lineTooLong = false;
-    if (lineTooLong) {
-      this.#finished = () => this.#refuseLongLine();
-    } else {
-      const ended: ReadBody = { content: reader.content(), overflowed: reader.overflowed, size: reader.size };
-      this.#finished = () => then(ended);
-    }
+    const ended: ReadBody = { content: input.content(), overflowed: input.overflowed, lineTooLong: input.lineTooLong, size: input.size };
+    this.#finished = () => then(ended);
     if (rest.length > 0) this.#framer.push(rest);
-  }
-
-  /** aiosmtpd's answer to a body with an over-long line, once the whole body is read. */
-  #refuseLongLine(): void {
-    const count = this.envelope.rcptTos.length;
-    this.stopDataTimer();
-    this.resetTransaction();
-    if (this.lmtp) for (let i = 0; i < count; i++) this.reply(Reply.DATA_LINE_TOO_LONG, false);
-    else this.reply(Reply.DATA_LINE_TOO_LONG, false);
   }
 
   #feedChunk(chunk: Buffer): void {
@@ -623,9 +546,7 @@ export class Connection implements EngineContext, Idler {
   readData(onSegment: ((segment: Buffer) => void) | undefined, then: (body: ReadBody) => void | Promise<void>): void {
     this.#mode = Mode.Data;
     this.#afterBody = then;
-    this.#reader = new DataReader({ sizeLimit: this.dataSizeLimit, onSegment });
-    const limit = this.options.dataLineLimit ?? DEFAULTS.dataLineLimit;
-    this.#lineWatch = limit > 0 ? new LineLengthWatch(limit) : null;
+    this.#data = new DataInput({ sizeLimit: this.dataSizeLimit, onSegment }, this.options.dataLineLimit ?? DEFAULTS.dataLineLimit);
     const rest = this.#framer.takeRest();
     if (rest.length > 0) this.#feedBody(rest);
   }
@@ -663,10 +584,10 @@ export class Connection implements EngineContext, Idler {
   /** For SASL: the raw framed line, so a malformed one can be told from an empty one. */
   nextFramedLine(): Promise<FramedLine | null> {
     const next = this.#nextLine();
-    if (!this.#debugLogging) return next;
+    if (!this.#log.debug) return next;
     // A continuation line is SASL's (credentials) or a custom command's: never shown.
     return next.then((line) => {
-      if (line !== null) this.#log({ level: 'debug', connection: this.#id, direction: 'in', text: '****' });
+      if (line !== null) this.#log.in('****');
       return line;
     });
   }
@@ -712,9 +633,7 @@ export class Connection implements EngineContext, Idler {
 
   push(reply: string): void {
     this.#out += reply + '\r\n';
-    if (this.#debugLogging) {
-      for (const line of reply.split('\r\n')) this.#log({ level: 'debug', connection: this.#id, direction: 'out', text: line });
-    }
+    this.#log.out(reply);
   }
 
   flush(): void {
@@ -756,48 +675,31 @@ export class Connection implements EngineContext, Idler {
     if (text.startsWith('421')) return this.close();
     if (!countsAsError) return;
     const c = text.charCodeAt(0);
-    if (c === 0x34 /* 4 */ || c === 0x35 /* 5 */) {
-      const o = this.options;
-      const max = this.#stressed ? (o.stressMaxErrors ?? DEFAULTS.stressMaxErrors) : (o.maxErrors ?? DEFAULTS.maxErrors);
-      if (++this.#errorCount >= max && max > 0) this.shutdown(Reply.TOO_MANY_ERRORS);
-    }
+    if ((c === 0x34 /* 4 */ || c === 0x35) /* 5 */ && this.#limits.error(this.#stressed)) this.shutdown(Reply.TOO_MANY_ERRORS);
   }
 
   resetErrorCounts(): void {
-    this.#errorCount = this.#unrecognizedCount = 0;
+    this.#limits.resetErrors();
   }
 
   overshoot(): boolean {
-    return ++this.#overshoot > (this.options.recipientOvershootLimit ?? DEFAULTS.recipientOvershootLimit);
+    return this.#limits.overshoot();
   }
 
   countAuthFailure(): number {
-    return ++this.#authFailures;
+    return this.#limits.authFailure();
   }
 
   // ---- hooks -----------------------------------------------------------------------------
 
   replyOf(call: () => MaybePromise<string>, enhanced = true, enhancedDefault?: string): string | Promise<string> {
-    if (this.#detailLogging) return this.#timed('handler', () => replyOf(this, call, enhanced, enhancedDefault));
-    return replyOf(this, call, enhanced, enhancedDefault);
+    return this.#log.timed('handler', () => replyOf(this, call, enhanced, enhancedDefault));
   }
 
   hook<K extends ReplyHook>(name: K, args: HookArgs<K>, fallback: string, enhancedDefault?: string): string | Promise<string> {
     const fn = this.handler[name] as ((...a: unknown[]) => MaybePromise<string>) | undefined;
     if (fn === undefined) return fallback;
-    const run = () => replyOf(this, () => fn.call(this.handler, this.server, this.#session, this.envelope, ...args), true, enhancedDefault);
-    return this.#detailLogging ? this.#timed(name, run) : run();
-  }
-
-  /** -dd: how long a hook took to answer. */
-  #timed(name: string, run: () => string | Promise<string>): string | Promise<string> {
-    const start = performance.now();
-    const done = (reply: string): string => {
-      this.#event('debug', `${name} answered in ${(performance.now() - start).toFixed(1)} ms`);
-      return reply;
-    };
-    const reply = run();
-    return typeof reply === 'string' ? done(reply) : reply.then(done);
+    return this.#log.timed(name, () => replyOf(this, () => fn.call(this.handler, this.server, this.#session, this.envelope, ...args), true, enhancedDefault));
   }
 
   exceptionReply(error: unknown): Promise<string> {
@@ -808,26 +710,19 @@ export class Connection implements EngineContext, Idler {
 
   /** Spends one call of `verb` under commandCallLimit; false when none is left. */
   spendCall(verb: string): boolean {
-    const limit = this.options.commandCallLimit;
-    if (limit === undefined || limit === false) return true;
-    const budgets = (this.#callBudget ??= new Map());
-    const budget = budgets.get(verb) ?? callLimitOf(limit, verb);
-    if (budget < 1) return false;
-    budgets.set(verb, budget - 1);
-    return true;
+    return this.#limits.spendCall(verb);
   }
 
   logCommand(shown: string): void {
-    if (this.#debugLogging) this.#log({ level: 'debug', connection: this.#id, direction: 'in', text: shown });
+    this.#log.in(shown);
   }
 
   get logsCommands(): boolean {
-    return this.#debugLogging;
+    return this.#log.debug;
   }
 
   unknown(verb: string): void {
-    const max = this.options.maxUnrecognizedCommands ?? DEFAULTS.maxUnrecognizedCommands;
-    if (++this.#unrecognizedCount >= max && max > 0) return this.shutdown(Reply.TOO_MANY_UNRECOGNIZED);
+    if (this.#limits.unrecognized()) return this.shutdown(Reply.TOO_MANY_UNRECOGNIZED);
     this.reply(unrecognized(verb));
   }
 
@@ -838,7 +733,7 @@ export class Connection implements EngineContext, Idler {
       this.#envelope = null;
     }
     this.#bdat = null;
-    this.#overshoot = 0;
+    this.#limits.resetTransaction();
     // XFORWARD_README: the forwarded attributes are for one transaction.
     this.#session.xforward = null;
     this.stopDataTimer();
@@ -851,7 +746,7 @@ export class Connection implements EngineContext, Idler {
     if (ms <= 0 || this.#dataTimer !== null) return;
     this.#dataTimer = setTimeout(() => {
       this.#dataTimer = null;
-      this.#event('info', `message transfer took longer than ${ms} ms`);
+      this.#log.event('info', `message transfer took longer than ${ms} ms`);
       this.shutdown(Reply.DATA_TIMEOUT);
     }, ms);
     this.#dataTimer.unref();
@@ -872,27 +767,6 @@ export class Connection implements EngineContext, Idler {
   }
 
   logError(message: string, error: unknown): void {
-    this.#log({ level: 'error', connection: this.#id, text: message, error });
+    this.#log.error(message, error);
   }
-
-  #event(level: LogRecord['level'], text: string): void {
-    this.#log({ level, connection: this.#id, text });
-  }
-
-  #log(record: LogRecord): void {
-    emit(this.#logger, record);
-  }
-
-  #logTLS(): void {
-    const tls = this.#session.tls!;
-    const subject = tls.peerCertificate?.subject?.CN;
-    this.#event('debug', `TLS ${tls.protocol ?? '?'} ${tls.cipher?.name ?? '?'}${subject === undefined ? '' : `, client certificate CN=${subject}`}`);
-  }
-}
-
-function callLimitOf(limit: true | number | Record<string, number>, verb: string): number {
-  if (limit === true) return DEFAULTS.callLimit;
-  if (typeof limit === 'number') return limit;
-  for (const [k, v] of Object.entries(limit)) if (k.toUpperCase() === verb) return v;
-  return limit['*'] ?? DEFAULTS.callLimit;
 }

@@ -20,6 +20,8 @@ export type HookArgs<K extends ReplyHook> =
 export interface ReadBody {
   content: Buffer;
   overflowed: boolean;
+  /** A text line was longer than dataLineLimit before the size limit was passed (DATA answers 500). */
+  lineTooLong: boolean;
   /** Bytes seen, kept or not. */
   size: number;
 }

@@ -105,8 +105,11 @@ const enum At {
   DotCR,
 }
 
-/** Segments shorter than this are copied into a staging buffer instead of kept as pieces. */
+/** Past the first few pieces, segments shorter than this are copied into a staging buffer. */
 const SMALL_SEGMENT = 4096;
+/** Pieces a body may have before its short segments are staged (a body in a few reads needs no copy before the join). */
+const FEW_PIECES = 8;
+/** The largest staging buffer; a smaller one while the body is small, so a short body holds no 64 KiB. */
 const STAGE_SIZE = 65_536;
 
 /**
@@ -117,8 +120,10 @@ const STAGE_SIZE = 65_536;
  * copy per byte (none for a body in one segment). Node gives every read its own ArrayBuffer and
  * never reuses it, so a view stays valid. A view keeps its whole read alive, so only a segment
  * covering at least half of its read is kept as a view (memory stays within twice the body), and
- * small ones (a dot-stuffed body splits into one segment per line) are copied into a staging
- * buffer so a body is never a million tiny Buffer objects: those bytes are copied twice.
+ * past the first few pieces small ones (a dot-stuffed body splits into one segment per line, a
+ * trickling client sends tiny reads) are copied into a staging buffer, so a body is never a
+ * million tiny Buffer objects: those bytes are copied twice. The staging buffer grows with the
+ * body, up to 64 KiB, so a short body does not hold a large one.
  */
 export class Body {
   private pieces: Buffer[] = [];
@@ -149,7 +154,7 @@ export class Body {
     }
     if (this.onSegment !== undefined) return this.onSegment(seg);
     this.length += seg.length;
-    if (seg.length >= SMALL_SEGMENT && seg.length * 2 >= seg.buffer.byteLength) {
+    if ((seg.length >= SMALL_SEGMENT || this.pieces.length < FEW_PIECES) && seg.length * 2 >= seg.buffer.byteLength) {
       this.flushStage();
       this.pieces.push(seg);
       return;
@@ -158,7 +163,7 @@ export class Body {
       this.flushStage();
       this.stage = null; // what is left of it is shorter than seg
     }
-    if (this.stage === null) this.stage = Buffer.allocUnsafe(Math.max(STAGE_SIZE, seg.length));
+    if (this.stage === null) this.stage = Buffer.allocUnsafe(Math.max(seg.length, Math.min(STAGE_SIZE, Math.max(SMALL_SEGMENT, this.length))));
     seg.copy(this.stage, this.staged);
     this.staged += seg.length;
   }

@@ -6,7 +6,7 @@
  * to redeliver after an exponential backoff; a permanent one (5xx for every recipient left,
  * a record that is not ours, a body whose chunks are gone) is terminated and reported.
  */
-import { AckPolicy, jetstream, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
+import type { JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import type { ConnectionOptions } from 'node:tls';
 import { connectNats, DEFAULT_STREAM, DEFAULT_SUBJECT, ensureStream, readBody } from './handlers/jetstream-connection.js';
 import type { NatsOptions } from './handlers/jetstream-options.js';
@@ -65,6 +65,7 @@ export async function startJetStreamWorker(options: JetStreamWorkerOptions): Pro
   const durable = options.durable ?? DEFAULT_DURABLE;
   const log = options.log ?? (() => undefined);
   const nc = await connectNats({ name: 'tsmtpd-worker', ...options }, 10_000);
+  const { AckPolicy, jetstream } = await import('@nats-io/jetstream');
   let jsm: JetStreamManager;
   try {
     jsm = await ensureStream(nc, options);

@@ -57,9 +57,11 @@ function data(ctx: EngineContext, arg: string): void {
 function endOfData(ctx: EngineContext, body: ReadBody): void | Promise<void> {
   const env = ctx.envelope;
   ctx.stopDataTimer(); // the body is in; the handler's time is not the client's
-  if (body.overflowed) {
-    ctx.resetTransaction(); // a streaming handler already saw its stream fail
-    return sendDeliveryReplies(ctx, env.rcptTos.map(() => Reply.DATA_TOO_BIG));
+  // aiosmtpd reads the whole body before it refuses a line too long; the limit passed first decides.
+  const refusal = body.lineTooLong ? Reply.DATA_LINE_TOO_LONG : body.overflowed ? Reply.DATA_TOO_BIG : null;
+  if (refusal !== null) {
+    ctx.resetTransaction(); // a streaming handler sees its stream fail
+    return sendDeliveryReplies(ctx, env.rcptTos.map(() => refusal));
   }
   // server.envelope stays the hook's envelope until the reply; commands wait meanwhile.
   ctx.bdat = null;

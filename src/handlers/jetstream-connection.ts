@@ -2,8 +2,8 @@
  * The NATS side shared by the JetStream handler and the worker: the connection options (servers,
  * credentials, TLS), connecting, and making sure the stream exists.
  */
-import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
-import { jetstreamManager, RetentionPolicy, StorageType, type JetStreamManager } from '@nats-io/jetstream';
+import type { NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
+import type { JetStreamManager } from '@nats-io/jetstream';
 import { readFileSync } from 'node:fs';
 import { bodyHash, RecordError, type MailRecord } from './jetstream-record.js';
 import type { NatsOptions } from './jetstream-options.js';
@@ -19,7 +19,7 @@ export function chunkSubject(subject: string): string {
 }
 
 /** nats.js options from ours. Reconnects forever: a receiver outlives any outage of the cluster. */
-export function connectionOptions(options: NatsOptions, timeout: number): NodeConnectionOptions {
+export async function connectionOptions(options: NatsOptions, timeout: number): Promise<NodeConnectionOptions> {
   const opts: NodeConnectionOptions = {
     servers: options.servers,
     timeout,
@@ -30,13 +30,18 @@ export function connectionOptions(options: NatsOptions, timeout: number): NodeCo
   if (options.user !== undefined) opts.user = options.user;
   if (options.pass !== undefined) opts.pass = options.pass;
   if (options.token !== undefined) opts.token = options.token;
-  if (options.credsFile !== undefined) opts.authenticator = credsAuthenticator(readFileSync(options.credsFile));
+  if (options.credsFile !== undefined) {
+    const { credsAuthenticator } = await import('@nats-io/transport-node');
+    opts.authenticator = credsAuthenticator(readFileSync(options.credsFile));
+  }
   if (options.tls !== undefined) opts.tls = { ...options.tls };
   return opts;
 }
 
 export async function connectNats(options: NatsOptions, timeout: number): Promise<NatsConnection> {
-  return connect(connectionOptions(options, timeout));
+  // The client loads when first used: `import 'tsmtpd'` does not pay for it (~60 ms, 64 modules).
+  const { connect } = await import('@nats-io/transport-node');
+  return connect(await connectionOptions(options, timeout));
 }
 
 /**
@@ -44,6 +49,7 @@ export async function connectNats(options: NatsOptions, timeout: number): Promis
  * file storage, the duplicate window the idempotency id relies on.
  */
 export async function ensureStream(nc: NatsConnection, options: NatsOptions): Promise<JetStreamManager> {
+  const { jetstreamManager, RetentionPolicy, StorageType } = await import('@nats-io/jetstream');
   const jsm = await jetstreamManager(nc);
   const name = options.stream ?? DEFAULT_STREAM;
   const subject = options.subject ?? DEFAULT_SUBJECT;

@@ -13,7 +13,7 @@
  *   client's retry succeeds once NATS is back (the NATS connection reconnects by itself).
  * - LMTP: the message is stored once for all recipients, and each recipient gets the reply.
  */
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import type { JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { UsageError, type Handler, type SMTPServer } from '../handler.js';
 import type { Envelope, Session } from '../session.js';
@@ -221,6 +221,7 @@ export class JetStream implements Handler {
       });
       const maxPayload = nc.info?.max_payload ?? 1024 * 1024;
       const chunkSize = Math.max(1024, Math.min(this.options.chunkSize ?? Infinity, maxPayload - HEADER_ROOM));
+      const { jetstream } = await import('@nats-io/jetstream');
       return { nc, js: jetstream(nc), chunkSize };
     })();
     opening.catch(() => {
