@@ -163,7 +163,8 @@ export class Body {
       this.flushStage();
       this.stage = null; // what is left of it is shorter than seg
     }
-    if (this.stage === null) this.stage = Buffer.allocUnsafe(Math.max(seg.length, Math.min(STAGE_SIZE, Math.max(SMALL_SEGMENT, this.length))));
+    // Never from the shared pool: a view would keep the pool slab (and others' bytes) alive.
+    if (this.stage === null) this.stage = Buffer.allocUnsafeSlow(Math.max(seg.length, Math.min(STAGE_SIZE, Math.max(SMALL_SEGMENT, this.length))));
     seg.copy(this.stage, this.staged);
     this.staged += seg.length;
   }
